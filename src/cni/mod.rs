@@ -1,0 +1,2 @@
+//! CNI wire types and version conversion.
+

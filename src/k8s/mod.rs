@@ -1,0 +1,3 @@
+//! Kubernetes: pod, NADs, network selection, network-status, events.
+
+pub mod selection;

@@ -1,0 +1,16 @@
+//! multus-rs: a drop-in replacement for the Multus CNI thin plugin.
+//!
+//! The binary (`src/main.rs`) is a thin edge: it decides between the CNI protocol
+//! (when `CNI_COMMAND` is set) and the human CLI, and is the only place that writes
+//! to stdout. Everything else lives here.
+
+pub mod cache;
+pub mod cni;
+pub mod commands;
+pub mod config;
+pub mod delegate;
+pub mod error;
+pub mod fsutil;
+pub mod k8s;
+pub mod logging;
+pub mod netns;
