@@ -1,1 +1,425 @@
-//! cache
+//! The two caches the plugin owns, both under `cniDir` (default `/var/lib/cni/multus`):
+//!
+//! * the scratch cache `<cniDir>/<containerID>`: the delegates of an ADD, written before
+//!   the first delegate runs so DEL can replay them byte for byte. Its records use Go
+//!   Multus' field names, so a node switched between the two implementations still
+//!   deletes pods the other one created.
+//! * the libcni-compatible results cache `<cniDir>/results/<net>-<cid>-<if>` (`cniCacheV1`):
+//!   each attachment's result, the `prevResult` of its CHECK and DEL.
+//!
+//! Both are written atomically with modes 0700/0600 (Go Multus writes them in place,
+//! which left torn files after reboots: #1087).
+
+use crate::delegate::{Delegate, NetworkConfig};
+use crate::error::{CniError, Result, code};
+use crate::fsutil;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+/// The on-disk record: Go Multus' `DelegateNetConf` JSON names, plus our own keys
+/// (which Go ignores).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Record {
+    #[serde(rename = "Conf", default, skip_serializing_if = "Option::is_none")]
+    conf: Option<Value>,
+    #[serde(rename = "ConfList", default, skip_serializing_if = "Option::is_none")]
+    conf_list: Option<Value>,
+    #[serde(rename = "Name", default)]
+    name: String,
+    #[serde(
+        rename = "ifnameRequest",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    ifname_request: String,
+    #[serde(
+        rename = "macRequest",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    mac_request: String,
+    #[serde(
+        rename = "infinibandGUIDRequest",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    infiniband_guid_request: String,
+    #[serde(rename = "ipRequest", default, skip_serializing_if = "Vec::is_empty")]
+    ip_request: Vec<String>,
+    #[serde(rename = "deviceID", default, skip_serializing_if = "String::is_empty")]
+    device_id: String,
+    #[serde(rename = "Bytes")]
+    bytes: String,
+    #[serde(rename = "master", default, skip_serializing_if = "Option::is_none")]
+    master: Option<bool>,
+    #[serde(
+        rename = "capabilityArgs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    capability_args: Option<Map<String, Value>>,
+}
+
+pub fn scratch_path(cni_dir: &Path, container_id: &str) -> PathBuf {
+    cni_dir.join(container_id)
+}
+
+fn str_arg(args: &Map<String, Value>, k: &str) -> String {
+    args.get(k)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Write the scratch cache for `container_id`.
+pub fn save_delegates(cni_dir: &Path, container_id: &str, delegates: &[Delegate]) -> Result<()> {
+    let records: Vec<Record> = delegates
+        .iter()
+        .map(|d| {
+            let value = Value::Object(d.config.value().clone());
+            Record {
+                conf: (!d.config.is_list()).then(|| value.clone()),
+                conf_list: d.config.is_list().then_some(value),
+                name: d.name.clone(),
+                ifname_request: d.ifname.clone(),
+                mac_request: str_arg(&d.capability_args, "mac"),
+                infiniband_guid_request: str_arg(&d.capability_args, "infinibandGUID"),
+                ip_request: d
+                    .capability_args
+                    .get("ips")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(String::from)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                device_id: str_arg(&d.capability_args, "deviceID"),
+                bytes: B64.encode(&d.config.bytes),
+                master: Some(d.master),
+                capability_args: Some(d.capability_args.clone()),
+            }
+        })
+        .collect();
+    let data = serde_json::to_vec(&records).map_err(|e| CniError::new(code::IO, e.to_string()))?;
+    fsutil::create_private_dir(cni_dir)
+        .map_err(|e| CniError::io(format!("cannot create {}", cni_dir.display()), e))?;
+    let path = scratch_path(cni_dir, container_id);
+    fsutil::write_atomic(&path, &data, 0o600).map_err(|e| {
+        CniError::io(
+            format!("error saving the delegates to {}", path.display()),
+            e,
+        )
+    })
+}
+
+/// Read the scratch cache. `Ok(None)` when there is none; an error when it exists but is
+/// unreadable or corrupt (the caller falls back; it never silently does nothing).
+/// `runtime_ifname` names the master's interface for records that lack one.
+pub fn load_delegates(
+    cni_dir: &Path,
+    container_id: &str,
+    runtime_ifname: &str,
+) -> Result<Option<Vec<Delegate>>> {
+    let path = scratch_path(cni_dir, container_id);
+    let data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(CniError::io(format!("cannot read {}", path.display()), e)),
+    };
+    let corrupt = |why: String| {
+        CniError::new(
+            code::DECODE,
+            format!("corrupt delegate cache {}: {why}", path.display()),
+        )
+    };
+    let records: Vec<Record> = serde_json::from_slice(&data).map_err(|e| corrupt(e.to_string()))?;
+    if records.is_empty() {
+        return Err(corrupt("no delegates".into()));
+    }
+    records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let bytes = B64
+                .decode(r.bytes.as_bytes())
+                .map_err(|e| corrupt(format!("record {i}: {e}")))?;
+            let config = NetworkConfig::parse(bytes)
+                .map_err(|e| corrupt(format!("record {i}: {}", e.msg)))?;
+            let master = r.master.unwrap_or(i == 0);
+            // Go Multus' naming rule when the record has no interface (§1.6).
+            let ifname = match (r.ifname_request.is_empty(), master) {
+                (false, _) => r.ifname_request,
+                (true, true) => runtime_ifname.to_string(),
+                (true, false) => format!("net{i}"),
+            };
+            let capability_args = r.capability_args.unwrap_or_else(|| {
+                let mut m = Map::new();
+                if !r.mac_request.is_empty() {
+                    m.insert("mac".into(), r.mac_request.into());
+                }
+                if !r.ip_request.is_empty() {
+                    m.insert("ips".into(), r.ip_request.into());
+                }
+                if !r.infiniband_guid_request.is_empty() {
+                    m.insert("infinibandGUID".into(), r.infiniband_guid_request.into());
+                }
+                if !r.device_id.is_empty() {
+                    m.insert("deviceID".into(), r.device_id.into());
+                }
+                m
+            });
+            let name = if r.name.is_empty() {
+                config.name().to_string()
+            } else {
+                r.name
+            };
+            Ok(Delegate {
+                config,
+                name,
+                ifname,
+                master,
+                capability_args,
+            })
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
+pub fn remove_delegates(cni_dir: &Path, container_id: &str) -> Result<()> {
+    let path = scratch_path(cni_dir, container_id);
+    fsutil::remove_if_exists(&path)
+        .map_err(|e| CniError::io(format!("cannot remove {}", path.display()), e))
+}
+
+/// Container IDs that have a scratch cache entry (for GC).
+pub fn cached_containers(cni_dir: &Path) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(cni_dir) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.') && crate::cni::env::valid_container_id(n))
+        .collect()
+}
+
+/// libcni's `cniCacheV1` result record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedResult {
+    pub kind: String,
+    pub container_id: String,
+    /// base64 of the network configuration bytes.
+    pub config: String,
+    pub if_name: String,
+    pub network_name: String,
+    #[serde(default)]
+    pub netns: String,
+    #[serde(default)]
+    pub cni_args: Vec<(String, String)>,
+    #[serde(default)]
+    pub capability_args: Map<String, Value>,
+    #[serde(default)]
+    pub result: Option<Value>,
+}
+
+pub fn results_dir(cni_dir: &Path) -> PathBuf {
+    cni_dir.join("results")
+}
+
+pub fn result_path(cni_dir: &Path, network: &str, container_id: &str, ifname: &str) -> PathBuf {
+    results_dir(cni_dir).join(format!("{network}-{container_id}-{ifname}"))
+}
+
+pub fn save_result(cni_dir: &Path, record: &CachedResult) -> Result<()> {
+    let dir = results_dir(cni_dir);
+    fsutil::create_private_dir(&dir)
+        .map_err(|e| CniError::io(format!("cannot create {}", dir.display()), e))?;
+    let path = result_path(
+        cni_dir,
+        &record.network_name,
+        &record.container_id,
+        &record.if_name,
+    );
+    let data = serde_json::to_vec(record).map_err(|e| CniError::new(code::IO, e.to_string()))?;
+    fsutil::write_atomic(&path, &data, 0o600)
+        .map_err(|e| CniError::io(format!("cannot write {}", path.display()), e))
+}
+
+/// The cached result of an attachment; a missing or unreadable record is `None` (DEL must
+/// go on without a prevResult, as libcni does).
+pub fn load_result(
+    cni_dir: &Path,
+    network: &str,
+    container_id: &str,
+    ifname: &str,
+) -> Option<CachedResult> {
+    let path = result_path(cni_dir, network, container_id, ifname);
+    let data = std::fs::read(&path).ok()?;
+    match serde_json::from_slice::<CachedResult>(&data) {
+        Ok(r) if r.kind == "cniCacheV1" => Some(r),
+        _ => {
+            tracing::warn!("ignoring unreadable result cache {}", path.display());
+            None
+        }
+    }
+}
+
+pub fn remove_result(cni_dir: &Path, network: &str, container_id: &str, ifname: &str) {
+    let path = result_path(cni_dir, network, container_id, ifname);
+    if let Err(e) = fsutil::remove_if_exists(&path) {
+        tracing::warn!("cannot remove {}: {e}", path.display());
+    }
+}
+
+/// Every cached result (for GC).
+pub fn all_results(cni_dir: &Path) -> Vec<(PathBuf, Option<CachedResult>)> {
+    let Ok(dir) = std::fs::read_dir(results_dir(cni_dir)) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .map(|p| {
+            let r = std::fs::read(&p)
+                .ok()
+                .and_then(|d| serde_json::from_slice::<CachedResult>(&d).ok());
+            (p, r)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn delegate(v: Value, name: &str, ifname: &str, master: bool) -> Delegate {
+        Delegate {
+            config: NetworkConfig::from_value(&v).unwrap(),
+            name: name.into(),
+            ifname: ifname.into(),
+            master,
+            capability_args: json!({"mac":"02:00:00:00:00:09","ips":["10.1.1.101/24"]})
+                .as_object()
+                .unwrap()
+                .clone(),
+        }
+    }
+
+    #[test]
+    fn round_trip_is_byte_exact_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let cni = dir.path().join("multus");
+        let raw = br#"{"name":"k8s-pod-network","cniVersion":"0.3.1","plugins":[{"type":"calico","kubernetes":{"kubeconfig":"/k"}}]}"#;
+        let d0 = Delegate {
+            config: NetworkConfig::parse(raw.to_vec()).unwrap(),
+            ..delegate(
+                json!({"name":"x","type":"y"}),
+                "k8s-pod-network",
+                "eth0",
+                true,
+            )
+        };
+        let d1 = delegate(
+            json!({"name":"macvlan-conf","type":"macvlan","cniVersion":"0.3.1"}),
+            "default/macvlan-conf",
+            "net1",
+            false,
+        );
+        save_delegates(&cni, "cid1", &[d0.clone(), d1.clone()]).unwrap();
+        let back = load_delegates(&cni, "cid1", "eth0").unwrap().unwrap();
+        assert_eq!(back, vec![d0, d1]);
+        assert_eq!(back[0].config.bytes, raw.to_vec());
+        let mode = std::fs::metadata(scratch_path(&cni, "cid1"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            std::fs::metadata(&cni).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(cached_containers(&cni), vec!["cid1"]);
+        remove_delegates(&cni, "cid1").unwrap();
+        assert!(load_delegates(&cni, "cid1", "eth0").unwrap().is_none());
+    }
+
+    #[test]
+    fn reads_a_go_multus_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = br#"{"cniVersion":"0.3.1","name":"weave1","type":"weave-net"}"#;
+        let net1 = br#"{"cniVersion":"0.3.1","name":"net1","type":"macvlan"}"#;
+        let go = json!([
+            {"Conf":{"cniVersion":"0.3.1","name":"weave1","type":"weave-net"},"ConfList":{"cniVersion":"","name":"","plugins":null},"Name":"","IsFilterV4Gateway":false,"IsFilterV6Gateway":false,"Bytes":B64.encode(conf)},
+            {"Conf":{"cniVersion":"0.3.1","name":"net1","type":"macvlan"},"ConfList":{"cniVersion":"","name":"","plugins":null},"Name":"test/net1","macRequest":"c2:11:22:33:44:66","ipRequest":["10.0.0.1/24"],"IsFilterV4Gateway":false,"IsFilterV6Gateway":false,"Bytes":B64.encode(net1)}
+        ]);
+        std::fs::write(dir.path().join("cid"), serde_json::to_vec(&go).unwrap()).unwrap();
+        let back = load_delegates(dir.path(), "cid", "eth0").unwrap().unwrap();
+        assert_eq!(
+            (
+                back[0].ifname.as_str(),
+                back[0].master,
+                back[0].name.as_str()
+            ),
+            ("eth0", true, "weave1")
+        );
+        assert_eq!((back[1].ifname.as_str(), back[1].master), ("net1", false));
+        assert_eq!(back[1].capability_args["mac"], "c2:11:22:33:44:66");
+    }
+
+    #[test]
+    fn corrupt_cache_is_an_error_not_silence() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in [
+            &b"\0\0garbage"[..],
+            b"[]",
+            b"[{\"Bytes\":\"!!\"}]",
+            b"[{\"Bytes\":\"e30=\"}]",
+        ] {
+            std::fs::write(dir.path().join("cid"), bad).unwrap();
+            assert!(load_delegates(dir.path(), "cid", "eth0").is_err());
+        }
+    }
+
+    #[test]
+    fn results_cache_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = CachedResult {
+            kind: "cniCacheV1".into(),
+            container_id: "cid".into(),
+            config: B64.encode(b"{}"),
+            if_name: "net1".into(),
+            network_name: "macvlan-conf".into(),
+            netns: "/n".into(),
+            cni_args: vec![("K8S_POD_NAME".into(), "p".into())],
+            capability_args: Map::new(),
+            result: Some(json!({"cniVersion":"0.3.1"})),
+        };
+        save_result(dir.path(), &rec).unwrap();
+        assert!(result_path(dir.path(), "macvlan-conf", "cid", "net1").exists());
+        let back = load_result(dir.path(), "macvlan-conf", "cid", "net1").unwrap();
+        assert_eq!(back.result, rec.result);
+        let v: Value = serde_json::from_slice(
+            &std::fs::read(result_path(dir.path(), "macvlan-conf", "cid", "net1")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v["kind"], "cniCacheV1");
+        assert_eq!(v["cniArgs"], json!([["K8S_POD_NAME", "p"]]));
+        assert_eq!(all_results(dir.path()).len(), 1);
+        remove_result(dir.path(), "macvlan-conf", "cid", "net1");
+        assert!(load_result(dir.path(), "macvlan-conf", "cid", "net1").is_none());
+    }
+}

@@ -1,1 +1,356 @@
-//! config
+//! `00-multus.conf`: every key and default of Go Multus' `NetConf`, plus ours.
+//! Keys we do not know are kept (`extra`), never dropped.
+
+use crate::cni::Version;
+use crate::error::{CniError, Result, code};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
+pub const DEFAULT_CONF_DIR: &str = "/etc/cni/multus/net.d";
+pub const DEFAULT_CNI_DIR: &str = "/var/lib/cni/multus";
+pub const DEFAULT_MULTUS_NAMESPACE: &str = "kube-system";
+
+fn default_bin_dir() -> String {
+    DEFAULT_BIN_DIR.into()
+}
+fn default_conf_dir() -> String {
+    DEFAULT_CONF_DIR.into()
+}
+fn default_cni_dir() -> String {
+    DEFAULT_CNI_DIR.into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_system_namespaces() -> Vec<String> {
+    vec!["kube-system".into()]
+}
+fn default_multus_namespace() -> String {
+    DEFAULT_MULTUS_NAMESPACE.into()
+}
+fn default_delegate_timeout() -> f64 {
+    60.0
+}
+fn default_api_timeout() -> f64 {
+    10.0
+}
+fn default_readiness_timeout() -> f64 {
+    45.0
+}
+
+/// Log rotation for `logFile` (Go Multus parses it but never applies it; we do).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogOptions {
+    /// Days to keep rotated files.
+    #[serde(default = "LogOptions::default_max_age")]
+    pub max_age: u64,
+    /// Rotate when the file reaches this many megabytes.
+    #[serde(default = "LogOptions::default_max_size")]
+    pub max_size: u64,
+    /// Rotated files to keep.
+    #[serde(default = "LogOptions::default_max_backups")]
+    pub max_backups: u64,
+    /// Gzip rotated files.
+    #[serde(default = "default_true")]
+    pub compress: bool,
+}
+
+impl LogOptions {
+    fn default_max_age() -> u64 {
+        5
+    }
+    fn default_max_size() -> u64 {
+        100
+    }
+    fn default_max_backups() -> u64 {
+        5
+    }
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            max_age: 5,
+            max_size: 100,
+            max_backups: 5,
+            compress: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MultusConf {
+    #[serde(default)]
+    pub cni_version: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, rename = "type")]
+    pub type_: String,
+    /// Read by the runtime, not by us.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Value>,
+    /// Filled by the runtime for the capabilities above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_config: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_result: Option<Value>,
+
+    /// Static delegates; `[0]` is the master (the pod's eth0).
+    #[serde(default)]
+    pub delegates: Vec<Value>,
+    #[serde(default)]
+    pub cluster_network: String,
+    #[serde(default)]
+    pub default_networks: Vec<String>,
+    #[serde(default)]
+    pub kubeconfig: String,
+    #[serde(default = "default_conf_dir")]
+    pub conf_dir: String,
+    #[serde(default = "default_cni_dir")]
+    pub cni_dir: String,
+    #[serde(default = "default_bin_dir")]
+    pub bin_dir: String,
+    #[serde(default)]
+    pub log_file: String,
+    #[serde(default)]
+    pub log_level: String,
+    #[serde(default = "default_true")]
+    pub log_to_stderr: bool,
+    #[serde(default)]
+    pub log_options: Option<LogOptions>,
+    #[serde(default, rename = "readinessindicatorfile")]
+    pub readiness_indicator_file: String,
+    #[serde(default)]
+    pub namespace_isolation: bool,
+    /// Comma-separated, as in Go Multus; replaces the default `["default"]`.
+    #[serde(default)]
+    pub global_namespaces: String,
+    #[serde(default = "default_system_namespaces")]
+    pub system_namespaces: Vec<String>,
+    #[serde(default = "default_multus_namespace")]
+    pub multus_namespace: String,
+    #[serde(default)]
+    pub retry_delete_on_error: bool,
+    #[serde(default, rename = "auxiliaryCNIChainName")]
+    pub auxiliary_cni_chain_name: String,
+
+    // Keys of ours (Go Multus has no equivalent).
+    /// Deadline for each delegate invocation, seconds.
+    #[serde(default = "default_delegate_timeout")]
+    pub delegate_timeout_seconds: f64,
+    /// Overall budget for the API calls of one ADD, seconds (Go Multus: 250 ms per pod GET).
+    #[serde(default = "default_api_timeout")]
+    pub api_timeout_seconds: f64,
+    /// How long ADD waits for `readinessindicatorfile`, seconds.
+    #[serde(default = "default_readiness_timeout")]
+    pub readiness_timeout_seconds: f64,
+    /// Also write the deprecated `k8s.v1.cni.cncf.io/networks-status` key.
+    #[serde(default)]
+    pub write_legacy_networks_status: bool,
+
+    /// GC input: the attachments the runtime still knows.
+    #[serde(
+        default,
+        rename = "cni.dev/valid-attachments",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub valid_attachments: Option<Vec<Attachment>>,
+
+    /// Every other key, kept as given.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// One `{containerID, ifname}` of GC's `cni.dev/valid-attachments`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`, libcni's network-name rule.
+pub fn valid_network_name(name: &str) -> bool {
+    crate::cni::env::valid_container_id(name)
+}
+
+fn seconds(v: f64, default: f64) -> Duration {
+    Duration::from_secs_f64(if v.is_finite() && v > 0.0 { v } else { default })
+}
+
+impl MultusConf {
+    /// Parse the runtime's stdin: JSON errors are code 6, a missing or invalid name 7,
+    /// an unsupported cniVersion 1 (skel's order of checks).
+    pub fn parse(stdin: &[u8]) -> Result<MultusConf> {
+        let value: Value = serde_json::from_slice(stdin).map_err(|e| {
+            CniError::new(
+                code::DECODE,
+                format!("error decoding the network configuration: {e}"),
+            )
+        })?;
+        if !value.is_object() {
+            return Err(CniError::new(
+                code::DECODE,
+                "the network configuration must be a JSON object",
+            ));
+        }
+        match value.get("name") {
+            Some(Value::String(n)) if n.is_empty() => {
+                return Err(CniError::invalid_config("missing network name"));
+            }
+            Some(Value::String(n)) if !valid_network_name(n) => {
+                return Err(CniError::invalid_config(format!(
+                    "invalid characters found in network name {n:?}"
+                )));
+            }
+            None | Some(Value::Null) => {
+                return Err(CniError::invalid_config("missing network name"));
+            }
+            _ => {}
+        }
+        let conf: MultusConf = serde_json::from_value(value).map_err(|e| {
+            CniError::new(
+                code::DECODE,
+                format!("error decoding the network configuration: {e}"),
+            )
+        })?;
+        Version::of_config(&conf.cni_version)?;
+        Ok(conf)
+    }
+
+    /// The checks Go Multus' LoadNetConf makes for every verb that runs delegates.
+    pub fn require_networks(&self) -> Result<()> {
+        if self.delegates.is_empty() && self.cluster_network.is_empty() {
+            return Err(CniError::invalid_config(
+                "at least one delegate/clusterNetwork must be specified",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn version(&self) -> Version {
+        Version::of_config(&self.cni_version).unwrap_or(Version::V0_1_0)
+    }
+
+    /// Namespaces usable across namespaces under isolation.
+    pub fn global_namespaces(&self) -> Vec<String> {
+        let list: Vec<String> = self
+            .global_namespaces
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if list.is_empty() {
+            vec!["default".into()]
+        } else {
+            list
+        }
+    }
+
+    pub fn delegate_timeout(&self) -> Duration {
+        seconds(self.delegate_timeout_seconds, default_delegate_timeout())
+    }
+
+    pub fn api_timeout(&self) -> Duration {
+        seconds(self.api_timeout_seconds, default_api_timeout())
+    }
+
+    pub fn readiness_timeout(&self) -> Duration {
+        seconds(self.readiness_timeout_seconds, default_readiness_timeout())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// shared/SEEDS.md §A, byte for byte.
+    pub const SEED_CONF: &str = r#"{
+  "capabilities": { "bandwidth": true, "portMappings": true },
+  "cniVersion": "0.3.1",
+  "delegates": [
+    { "cniVersion": "0.3.1", "name": "k8s-pod-network",
+      "plugins": [
+        { "datastore_type": "kubernetes", "ipam": { "type": "calico-ipam" },
+          "kubernetes": { "kubeconfig": "/etc/cni/net.d/calico-kubeconfig" },
+          "log_file_path": "/var/log/calico/cni/cni.log", "log_level": "info", "mtu": 0,
+          "nodename": "master01", "policy": { "type": "k8s" }, "type": "calico" },
+        { "capabilities": { "portMappings": true }, "snat": true, "type": "portmap" },
+        { "capabilities": { "bandwidth": true }, "type": "bandwidth" } ] } ],
+  "logLevel": "verbose",
+  "logToStderr": true,
+  "kubeconfig": "/etc/cni/net.d/multus.d/multus.kubeconfig",
+  "name": "multus-cni-network",
+  "type": "multus"
+}"#;
+
+    #[test]
+    fn seed_config_parses_with_defaults() {
+        let c = MultusConf::parse(SEED_CONF.as_bytes()).unwrap();
+        assert_eq!(c.delegates.len(), 1);
+        assert_eq!(c.bin_dir, "/opt/cni/bin");
+        assert_eq!(c.conf_dir, "/etc/cni/multus/net.d");
+        assert_eq!(c.cni_dir, "/var/lib/cni/multus");
+        assert_eq!(c.multus_namespace, "kube-system");
+        assert_eq!(c.system_namespaces, vec!["kube-system"]);
+        assert!(c.log_to_stderr);
+        assert_eq!(c.log_level, "verbose");
+        assert_eq!(c.global_namespaces(), vec!["default"]);
+        c.require_networks().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_kept() {
+        let c = MultusConf::parse(
+            br#"{"name":"n","cniVersion":"1.0.0","delegates":[],"fancy":{"a":1},"cniConf":"/x"}"#,
+        )
+        .unwrap();
+        let back = serde_json::to_value(&c).unwrap();
+        assert_eq!(back["fancy"]["a"], 1);
+        assert_eq!(back["cniConf"], "/x");
+    }
+
+    #[test]
+    fn error_codes() {
+        assert_eq!(MultusConf::parse(b"not json").unwrap_err().code, 6);
+        assert_eq!(MultusConf::parse(b"[1]").unwrap_err().code, 6);
+        assert_eq!(
+            MultusConf::parse(br#"{"cniVersion":"1.0.0"}"#)
+                .unwrap_err()
+                .code,
+            7
+        );
+        assert_eq!(
+            MultusConf::parse(br#"{"name":"","cniVersion":"1.0.0"}"#)
+                .unwrap_err()
+                .code,
+            7
+        );
+        assert_eq!(MultusConf::parse(br#"{"name":"a b"}"#).unwrap_err().code, 7);
+        assert_eq!(
+            MultusConf::parse(br#"{"name":"n","cniVersion":"9.9.9"}"#)
+                .unwrap_err()
+                .code,
+            1
+        );
+        assert_eq!(
+            MultusConf::parse(br#"{"name":"n","delegates":"x"}"#)
+                .unwrap_err()
+                .code,
+            6
+        );
+        let c = MultusConf::parse(br#"{"name":"n","cniVersion":"1.0.0"}"#).unwrap();
+        assert_eq!(c.require_networks().unwrap_err().code, 7);
+        let c = MultusConf::parse(
+            br#"{"name":"n","globalNamespaces":"  foo ,bar","delegateTimeoutSeconds":-1}"#,
+        )
+        .unwrap();
+        assert_eq!(c.global_namespaces(), vec!["foo", "bar"]);
+        assert_eq!(c.delegate_timeout(), Duration::from_secs(60));
+    }
+}

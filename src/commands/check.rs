@@ -1,0 +1,36 @@
+//! CHECK: every cached attachment (Go Multus checks only the static delegates, and none
+//! at all in clusterNetwork mode), each with its cached result as prevResult.
+
+use super::Node;
+use crate::cache;
+use crate::cni::Version;
+use crate::delegate::{self, PluginExec};
+use crate::error::{CniError, Result, code};
+
+pub async fn check<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
+    if node.conf.version() < Version::V0_4_0 {
+        return Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            "config version does not allow CHECK",
+        ));
+    }
+    node.conf.require_networks()?;
+    let k8s = node.k8s_args()?;
+    let delegates =
+        match cache::load_delegates(&node.cni_dir(), &node.env.container_id, &node.env.ifname) {
+            Ok(Some(d)) => d,
+            Ok(None) => node.static_delegates()?,
+            Err(e) => return Err(e.context(k8s.tag())),
+        };
+    for d in &delegates {
+        let rt = node.runtime_conf(&k8s, d);
+        let mut cached = node.cached_result(d);
+        if cached.is_none() && d.master {
+            cached = node.conf.prev_result.clone();
+        }
+        delegate::check_network(&node.exec, &d.config, &rt, cached.as_ref())
+            .await
+            .map_err(|e| e.context(format!("{} CHECK of {} ({})", k8s.tag(), d.ifname, d.name)))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! DEL: every delegate of the ADD, in reverse, from the cache. Never needs the API when
+//! the cache is there; never silently does nothing when it is not.
+
+use super::Node;
+use crate::cache;
+use crate::cni::K8sArgs;
+use crate::delegate::{self, Delegate, NetworkConfig, PluginExec};
+use crate::error::{ErrorList, Result};
+
+pub async fn del<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
+    node.conf.require_networks()?;
+    let k8s = node.k8s_args()?;
+    let cni_dir = node.cni_dir();
+    let cid = &node.env.container_id;
+    let delegates = match cache::load_delegates(&cni_dir, cid, &node.env.ifname) {
+        Ok(Some(d)) => d,
+        Ok(None) => fallback_delegates(node, &k8s)?,
+        Err(e) => {
+            // Go Multus returns success here and leaks every IP (#1087).
+            tracing::error!(
+                "{} {}; deleting what the results cache and the config know",
+                k8s.tag(),
+                e.msg
+            );
+            fallback_delegates(node, &k8s)?
+        }
+    };
+    let runtime = node.runtime_capabilities();
+    let mut errors = ErrorList::default();
+    for d in delegates.iter().rev() {
+        let mut d = d.clone();
+        if d.master && !runtime.is_empty() {
+            d.capability_args = runtime.clone();
+        }
+        let rt = node.runtime_conf(&k8s, &d);
+        let mut cached = node.cached_result(&d);
+        if cached.is_none() && d.master {
+            cached = node.conf.prev_result.clone();
+        }
+        match delegate::del_network(&node.exec, &d.config, &rt, cached.as_ref()).await {
+            Ok(()) => cache::remove_result(&cni_dir, d.config.name(), cid, &d.ifname),
+            Err(e) => errors.push(e.context(format!(
+                "{} error deleting {} ({})",
+                k8s.tag(),
+                d.ifname,
+                d.name
+            ))),
+        }
+    }
+    if !node.conf.retry_delete_on_error || errors.is_empty() {
+        if let Err(e) = cache::remove_delegates(&cni_dir, cid) {
+            errors.push(e);
+        }
+    }
+    errors.into_result()
+}
+
+/// No usable scratch cache: the attachments the results cache still records for this
+/// container (each record holds its config bytes), else the config's static delegates.
+pub fn fallback_delegates<E: PluginExec, N>(
+    node: &Node<E, N>,
+    k8s: &K8sArgs,
+) -> Result<Vec<Delegate>> {
+    let from_results = delegates_from_results(node);
+    if !from_results.is_empty() {
+        tracing::info!(
+            "{} deleting {} attachments found in the results cache",
+            k8s.tag(),
+            from_results.len()
+        );
+        return Ok(from_results);
+    }
+    node.static_delegates()
+}
+
+fn delegates_from_results<E: PluginExec, N>(node: &Node<E, N>) -> Vec<Delegate> {
+    use base64::Engine;
+    let mut found: Vec<Delegate> = cache::all_results(&node.cni_dir())
+        .into_iter()
+        .filter_map(|(_, r)| r)
+        .filter(|r| r.container_id == node.env.container_id && r.kind == "cniCacheV1")
+        .filter_map(|r| {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(r.config.as_bytes())
+                .ok()?;
+            let config = NetworkConfig::parse(bytes).ok()?;
+            Some(Delegate {
+                name: r.network_name.clone(),
+                master: r.if_name == node.env.ifname,
+                ifname: r.if_name,
+                capability_args: r.capability_args,
+                config,
+            })
+        })
+        .collect();
+    // Master first, then by interface name: DEL walks the list backwards.
+    found.sort_by(|a, b| {
+        b.master
+            .cmp(&a.master)
+            .then_with(|| a.ifname.cmp(&b.ifname))
+    });
+    found
+}
