@@ -619,8 +619,11 @@ pub async fn gc_network(
 pub struct FakeExec {
     pub calls: std::sync::Mutex<Vec<FakeCall>>,
     /// `(plugin type, command)` → what to answer; missing entries answer a minimal result.
-    pub answers: std::sync::Mutex<Vec<(String, Command, Result<Option<Value>>)>>,
+    pub answers: std::sync::Mutex<Vec<FakeAnswer>>,
 }
+
+/// `(plugin type, command, answer)`.
+pub type FakeAnswer = (String, Command, Result<Option<Value>>);
 
 #[derive(Debug, Clone)]
 pub struct FakeCall {

@@ -120,16 +120,15 @@ impl K8sArgs {
                 )));
             }
         };
-        if !ignore_unknown {
-            if let Some((k, _)) = args
+        if !ignore_unknown
+            && let Some((k, _)) = args
                 .0
                 .iter()
                 .find(|(k, _)| !KNOWN_ARGS.contains(&k.as_str()))
-            {
-                return Err(CniError::invalid_env(format!(
-                    "CNI_ARGS: unknown args [\"{k}\"]"
-                )));
-            }
+        {
+            return Err(CniError::invalid_env(format!(
+                "CNI_ARGS: unknown args [\"{k}\"]"
+            )));
         }
         let get = |k| args.get(k).unwrap_or_default().to_string();
         Ok(K8sArgs {

@@ -174,16 +174,16 @@ impl CniResult {
                     format!("invalid IP address {:?}", ip.address),
                 ));
             }
-            if let Some(i) = ip.interface {
-                if i >= result.interfaces.len() {
-                    return Err(decode_err(
-                        &result.cni_version,
-                        format!(
-                            "ip {} references interface {i}, which does not exist",
-                            ip.address
-                        ),
-                    ));
-                }
+            if let Some(i) = ip.interface
+                && i >= result.interfaces.len()
+            {
+                return Err(decode_err(
+                    &result.cni_version,
+                    format!(
+                        "ip {} references interface {i}, which does not exist",
+                        ip.address
+                    ),
+                ));
             }
         }
         Ok(result)
@@ -226,7 +226,7 @@ impl CniResult {
                     o
                 })
                 .collect();
-            let routes: Vec<Value> = self.routes.iter().map(|r| legacy_route(r)).collect();
+            let routes: Vec<Value> = self.routes.iter().map(legacy_route).collect();
             let mut v = json!({ "cniVersion": version, "dns": self.dns });
             if !interfaces.is_empty() {
                 v["interfaces"] = interfaces.into();

@@ -47,10 +47,10 @@ pub async fn del<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
             ))),
         }
     }
-    if !node.conf.retry_delete_on_error || errors.is_empty() {
-        if let Err(e) = cache::remove_delegates(&cni_dir, cid) {
-            errors.push(e);
-        }
+    if (!node.conf.retry_delete_on_error || errors.is_empty())
+        && let Err(e) = cache::remove_delegates(&cni_dir, cid)
+    {
+        errors.push(e);
     }
     errors.into_result()
 }
