@@ -29,23 +29,11 @@ struct Record {
     conf_list: Option<Value>,
     #[serde(rename = "Name", default)]
     name: String,
-    #[serde(
-        rename = "ifnameRequest",
-        default,
-        skip_serializing_if = "String::is_empty"
-    )]
+    #[serde(rename = "ifnameRequest", default, skip_serializing_if = "String::is_empty")]
     ifname_request: String,
-    #[serde(
-        rename = "macRequest",
-        default,
-        skip_serializing_if = "String::is_empty"
-    )]
+    #[serde(rename = "macRequest", default, skip_serializing_if = "String::is_empty")]
     mac_request: String,
-    #[serde(
-        rename = "infinibandGUIDRequest",
-        default,
-        skip_serializing_if = "String::is_empty"
-    )]
+    #[serde(rename = "infinibandGUIDRequest", default, skip_serializing_if = "String::is_empty")]
     infiniband_guid_request: String,
     #[serde(rename = "ipRequest", default, skip_serializing_if = "Vec::is_empty")]
     ip_request: Vec<String>,
@@ -55,11 +43,7 @@ struct Record {
     bytes: String,
     #[serde(rename = "master", default, skip_serializing_if = "Option::is_none")]
     master: Option<bool>,
-    #[serde(
-        rename = "capabilityArgs",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "capabilityArgs", default, skip_serializing_if = "Option::is_none")]
     capability_args: Option<Map<String, Value>>,
 }
 
@@ -68,10 +52,7 @@ pub fn scratch_path(cni_dir: &Path, container_id: &str) -> PathBuf {
 }
 
 fn str_arg(args: &Map<String, Value>, k: &str) -> String {
-    args.get(k)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
+    args.get(k).and_then(Value::as_str).unwrap_or_default().to_string()
 }
 
 /// Write the scratch cache for `container_id`.
@@ -91,12 +72,7 @@ pub fn save_delegates(cni_dir: &Path, container_id: &str, delegates: &[Delegate]
                     .capability_args
                     .get("ips")
                     .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .map(String::from)
-                            .collect()
-                    })
+                    .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
                     .unwrap_or_default(),
                 device_id: str_arg(&d.capability_args, "deviceID"),
                 bytes: B64.encode(&d.config.bytes),
@@ -106,37 +82,24 @@ pub fn save_delegates(cni_dir: &Path, container_id: &str, delegates: &[Delegate]
         })
         .collect();
     let data = serde_json::to_vec(&records).map_err(|e| CniError::new(code::IO, e.to_string()))?;
-    fsutil::create_private_dir(cni_dir)
-        .map_err(|e| CniError::io(format!("cannot create {}", cni_dir.display()), e))?;
+    fsutil::create_private_dir(cni_dir).map_err(|e| CniError::io(format!("cannot create {}", cni_dir.display()), e))?;
     let path = scratch_path(cni_dir, container_id);
-    fsutil::write_atomic(&path, &data, 0o600).map_err(|e| {
-        CniError::io(
-            format!("error saving the delegates to {}", path.display()),
-            e,
-        )
-    })
+    fsutil::write_atomic(&path, &data, 0o600)
+        .map_err(|e| CniError::io(format!("error saving the delegates to {}", path.display()), e))
 }
 
 /// Read the scratch cache. `Ok(None)` when there is none; an error when it exists but is
 /// unreadable or corrupt (the caller falls back; it never silently does nothing).
 /// `runtime_ifname` names the master's interface for records that lack one.
-pub fn load_delegates(
-    cni_dir: &Path,
-    container_id: &str,
-    runtime_ifname: &str,
-) -> Result<Option<Vec<Delegate>>> {
+pub fn load_delegates(cni_dir: &Path, container_id: &str, runtime_ifname: &str) -> Result<Option<Vec<Delegate>>> {
     let path = scratch_path(cni_dir, container_id);
     let data = match std::fs::read(&path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(CniError::io(format!("cannot read {}", path.display()), e)),
     };
-    let corrupt = |why: String| {
-        CniError::new(
-            code::DECODE,
-            format!("corrupt delegate cache {}: {why}", path.display()),
-        )
-    };
+    let corrupt =
+        |why: String| CniError::new(code::DECODE, format!("corrupt delegate cache {}: {why}", path.display()));
     let records: Vec<Record> = serde_json::from_slice(&data).map_err(|e| corrupt(e.to_string()))?;
     if records.is_empty() {
         return Err(corrupt("no delegates".into()));
@@ -145,11 +108,8 @@ pub fn load_delegates(
         .into_iter()
         .enumerate()
         .map(|(i, r)| {
-            let bytes = B64
-                .decode(r.bytes.as_bytes())
-                .map_err(|e| corrupt(format!("record {i}: {e}")))?;
-            let config = NetworkConfig::parse(bytes)
-                .map_err(|e| corrupt(format!("record {i}: {}", e.msg)))?;
+            let bytes = B64.decode(r.bytes.as_bytes()).map_err(|e| corrupt(format!("record {i}: {e}")))?;
+            let config = NetworkConfig::parse(bytes).map_err(|e| corrupt(format!("record {i}: {}", e.msg)))?;
             let master = r.master.unwrap_or(i == 0);
             // Go Multus' naming rule when the record has no interface (§1.6).
             let ifname = match (r.ifname_request.is_empty(), master) {
@@ -173,18 +133,8 @@ pub fn load_delegates(
                 }
                 m
             });
-            let name = if r.name.is_empty() {
-                config.name().to_string()
-            } else {
-                r.name
-            };
-            Ok(Delegate {
-                config,
-                name,
-                ifname,
-                master,
-                capability_args,
-            })
+            let name = if r.name.is_empty() { config.name().to_string() } else { r.name };
+            Ok(Delegate { config, name, ifname, master, capability_args })
         })
         .collect::<Result<Vec<_>>>()
         .map(Some)
@@ -192,8 +142,7 @@ pub fn load_delegates(
 
 pub fn remove_delegates(cni_dir: &Path, container_id: &str) -> Result<()> {
     let path = scratch_path(cni_dir, container_id);
-    fsutil::remove_if_exists(&path)
-        .map_err(|e| CniError::io(format!("cannot remove {}", path.display()), e))
+    fsutil::remove_if_exists(&path).map_err(|e| CniError::io(format!("cannot remove {}", path.display()), e))
 }
 
 /// Container IDs that have a scratch cache entry (for GC).
@@ -238,27 +187,15 @@ pub fn result_path(cni_dir: &Path, network: &str, container_id: &str, ifname: &s
 
 pub fn save_result(cni_dir: &Path, record: &CachedResult) -> Result<()> {
     let dir = results_dir(cni_dir);
-    fsutil::create_private_dir(&dir)
-        .map_err(|e| CniError::io(format!("cannot create {}", dir.display()), e))?;
-    let path = result_path(
-        cni_dir,
-        &record.network_name,
-        &record.container_id,
-        &record.if_name,
-    );
+    fsutil::create_private_dir(&dir).map_err(|e| CniError::io(format!("cannot create {}", dir.display()), e))?;
+    let path = result_path(cni_dir, &record.network_name, &record.container_id, &record.if_name);
     let data = serde_json::to_vec(record).map_err(|e| CniError::new(code::IO, e.to_string()))?;
-    fsutil::write_atomic(&path, &data, 0o600)
-        .map_err(|e| CniError::io(format!("cannot write {}", path.display()), e))
+    fsutil::write_atomic(&path, &data, 0o600).map_err(|e| CniError::io(format!("cannot write {}", path.display()), e))
 }
 
 /// The cached result of an attachment; a missing or unreadable record is `None` (DEL must
 /// go on without a prevResult, as libcni does).
-pub fn load_result(
-    cni_dir: &Path,
-    network: &str,
-    container_id: &str,
-    ifname: &str,
-) -> Option<CachedResult> {
+pub fn load_result(cni_dir: &Path, network: &str, container_id: &str, ifname: &str) -> Option<CachedResult> {
     let path = result_path(cni_dir, network, container_id, ifname);
     let data = std::fs::read(&path).ok()?;
     match serde_json::from_slice::<CachedResult>(&data) {
@@ -284,16 +221,9 @@ pub fn all_results(cni_dir: &Path) -> Vec<(PathBuf, Option<CachedResult>)> {
     };
     dir.filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| {
-            p.is_file()
-                && !p
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
+        .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
         .map(|p| {
-            let r = std::fs::read(&p)
-                .ok()
-                .and_then(|d| serde_json::from_slice::<CachedResult>(&d).ok());
+            let r = std::fs::read(&p).ok().and_then(|d| serde_json::from_slice::<CachedResult>(&d).ok());
             (p, r)
         })
         .collect()
@@ -311,10 +241,7 @@ mod tests {
             name: name.into(),
             ifname: ifname.into(),
             master,
-            capability_args: json!({"mac":"02:00:00:00:00:09","ips":["10.1.1.101/24"]})
-                .as_object()
-                .unwrap()
-                .clone(),
+            capability_args: json!({"mac":"02:00:00:00:00:09","ips":["10.1.1.101/24"]}).as_object().unwrap().clone(),
         }
     }
 
@@ -325,12 +252,7 @@ mod tests {
         let raw = br#"{"name":"k8s-pod-network","cniVersion":"0.3.1","plugins":[{"type":"calico","kubernetes":{"kubeconfig":"/k"}}]}"#;
         let d0 = Delegate {
             config: NetworkConfig::parse(raw.to_vec()).unwrap(),
-            ..delegate(
-                json!({"name":"x","type":"y"}),
-                "k8s-pod-network",
-                "eth0",
-                true,
-            )
+            ..delegate(json!({"name":"x","type":"y"}), "k8s-pod-network", "eth0", true)
         };
         let d1 = delegate(
             json!({"name":"macvlan-conf","type":"macvlan","cniVersion":"0.3.1"}),
@@ -342,16 +264,9 @@ mod tests {
         let back = load_delegates(&cni, "cid1", "eth0").unwrap().unwrap();
         assert_eq!(back, vec![d0, d1]);
         assert_eq!(back[0].config.bytes, raw.to_vec());
-        let mode = std::fs::metadata(scratch_path(&cni, "cid1"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = std::fs::metadata(scratch_path(&cni, "cid1")).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(
-            std::fs::metadata(&cni).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
+        assert_eq!(std::fs::metadata(&cni).unwrap().permissions().mode() & 0o777, 0o700);
         assert_eq!(cached_containers(&cni), vec!["cid1"]);
         remove_delegates(&cni, "cid1").unwrap();
         assert!(load_delegates(&cni, "cid1", "eth0").unwrap().is_none());
@@ -368,14 +283,7 @@ mod tests {
         ]);
         std::fs::write(dir.path().join("cid"), serde_json::to_vec(&go).unwrap()).unwrap();
         let back = load_delegates(dir.path(), "cid", "eth0").unwrap().unwrap();
-        assert_eq!(
-            (
-                back[0].ifname.as_str(),
-                back[0].master,
-                back[0].name.as_str()
-            ),
-            ("eth0", true, "weave1")
-        );
+        assert_eq!((back[0].ifname.as_str(), back[0].master, back[0].name.as_str()), ("eth0", true, "weave1"));
         assert_eq!((back[1].ifname.as_str(), back[1].master), ("net1", false));
         assert_eq!(back[1].capability_args["mac"], "c2:11:22:33:44:66");
     }
@@ -383,12 +291,7 @@ mod tests {
     #[test]
     fn corrupt_cache_is_an_error_not_silence() {
         let dir = tempfile::tempdir().unwrap();
-        for bad in [
-            &b"\0\0garbage"[..],
-            b"[]",
-            b"[{\"Bytes\":\"!!\"}]",
-            b"[{\"Bytes\":\"e30=\"}]",
-        ] {
+        for bad in [&b"\0\0garbage"[..], b"[]", b"[{\"Bytes\":\"!!\"}]", b"[{\"Bytes\":\"e30=\"}]"] {
             std::fs::write(dir.path().join("cid"), bad).unwrap();
             assert!(load_delegates(dir.path(), "cid", "eth0").is_err());
         }
@@ -412,10 +315,9 @@ mod tests {
         assert!(result_path(dir.path(), "macvlan-conf", "cid", "net1").exists());
         let back = load_result(dir.path(), "macvlan-conf", "cid", "net1").unwrap();
         assert_eq!(back.result, rec.result);
-        let v: Value = serde_json::from_slice(
-            &std::fs::read(result_path(dir.path(), "macvlan-conf", "cid", "net1")).unwrap(),
-        )
-        .unwrap();
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(result_path(dir.path(), "macvlan-conf", "cid", "net1")).unwrap())
+                .unwrap();
         assert_eq!(v["kind"], "cniCacheV1");
         assert_eq!(v["cniArgs"], json!([["K8S_POD_NAME", "p"]]));
         assert_eq!(all_results(dir.path()).len(), 1);

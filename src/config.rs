@@ -72,12 +72,7 @@ impl LogOptions {
 
 impl Default for LogOptions {
     fn default() -> Self {
-        LogOptions {
-            max_age: 5,
-            max_size: 100,
-            max_backups: 5,
-            compress: true,
-        }
+        LogOptions { max_age: 5, max_size: 100, max_backups: 5, compress: true }
     }
 }
 
@@ -153,11 +148,7 @@ pub struct MultusConf {
     pub write_legacy_networks_status: bool,
 
     /// GC input: the attachments the runtime still knows.
-    #[serde(
-        default,
-        rename = "cni.dev/valid-attachments",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "cni.dev/valid-attachments", skip_serializing_if = "Option::is_none")]
     pub valid_attachments: Option<Vec<Attachment>>,
 
     /// Every other key, kept as given.
@@ -186,38 +177,25 @@ impl MultusConf {
     /// Parse the runtime's stdin: JSON errors are code 6, a missing or invalid name 7,
     /// an unsupported cniVersion 1 (skel's order of checks).
     pub fn parse(stdin: &[u8]) -> Result<MultusConf> {
-        let value: Value = serde_json::from_slice(stdin).map_err(|e| {
-            CniError::new(
-                code::DECODE,
-                format!("error decoding the network configuration: {e}"),
-            )
-        })?;
+        let value: Value = serde_json::from_slice(stdin)
+            .map_err(|e| CniError::new(code::DECODE, format!("error decoding the network configuration: {e}")))?;
         if !value.is_object() {
-            return Err(CniError::new(
-                code::DECODE,
-                "the network configuration must be a JSON object",
-            ));
+            return Err(CniError::new(code::DECODE, "the network configuration must be a JSON object"));
         }
         match value.get("name") {
             Some(Value::String(n)) if n.is_empty() => {
                 return Err(CniError::invalid_config("missing network name"));
             }
             Some(Value::String(n)) if !valid_network_name(n) => {
-                return Err(CniError::invalid_config(format!(
-                    "invalid characters found in network name {n:?}"
-                )));
+                return Err(CniError::invalid_config(format!("invalid characters found in network name {n:?}")));
             }
             None | Some(Value::Null) => {
                 return Err(CniError::invalid_config("missing network name"));
             }
             _ => {}
         }
-        let conf: MultusConf = serde_json::from_value(value).map_err(|e| {
-            CniError::new(
-                code::DECODE,
-                format!("error decoding the network configuration: {e}"),
-            )
-        })?;
+        let conf: MultusConf = serde_json::from_value(value)
+            .map_err(|e| CniError::new(code::DECODE, format!("error decoding the network configuration: {e}")))?;
         Version::of_config(&conf.cni_version)?;
         Ok(conf)
     }
@@ -225,9 +203,7 @@ impl MultusConf {
     /// The checks Go Multus' LoadNetConf makes for every verb that runs delegates.
     pub fn require_networks(&self) -> Result<()> {
         if self.delegates.is_empty() && self.cluster_network.is_empty() {
-            return Err(CniError::invalid_config(
-                "at least one delegate/clusterNetwork must be specified",
-            ));
+            return Err(CniError::invalid_config("at least one delegate/clusterNetwork must be specified"));
         }
         Ok(())
     }
@@ -238,18 +214,9 @@ impl MultusConf {
 
     /// Namespaces usable across namespaces under isolation.
     pub fn global_namespaces(&self) -> Vec<String> {
-        let list: Vec<String> = self
-            .global_namespaces
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect();
-        if list.is_empty() {
-            vec!["default".into()]
-        } else {
-            list
-        }
+        let list: Vec<String> =
+            self.global_namespaces.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+        if list.is_empty() { vec!["default".into()] } else { list }
     }
 
     pub fn delegate_timeout(&self) -> Duration {
@@ -306,10 +273,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_kept() {
-        let c = MultusConf::parse(
-            br#"{"name":"n","cniVersion":"1.0.0","delegates":[],"fancy":{"a":1},"cniConf":"/x"}"#,
-        )
-        .unwrap();
+        let c =
+            MultusConf::parse(br#"{"name":"n","cniVersion":"1.0.0","delegates":[],"fancy":{"a":1},"cniConf":"/x"}"#)
+                .unwrap();
         let back = serde_json::to_value(&c).unwrap();
         assert_eq!(back["fancy"]["a"], 1);
         assert_eq!(back["cniConf"], "/x");
@@ -319,37 +285,15 @@ mod tests {
     fn error_codes() {
         assert_eq!(MultusConf::parse(b"not json").unwrap_err().code, 6);
         assert_eq!(MultusConf::parse(b"[1]").unwrap_err().code, 6);
-        assert_eq!(
-            MultusConf::parse(br#"{"cniVersion":"1.0.0"}"#)
-                .unwrap_err()
-                .code,
-            7
-        );
-        assert_eq!(
-            MultusConf::parse(br#"{"name":"","cniVersion":"1.0.0"}"#)
-                .unwrap_err()
-                .code,
-            7
-        );
+        assert_eq!(MultusConf::parse(br#"{"cniVersion":"1.0.0"}"#).unwrap_err().code, 7);
+        assert_eq!(MultusConf::parse(br#"{"name":"","cniVersion":"1.0.0"}"#).unwrap_err().code, 7);
         assert_eq!(MultusConf::parse(br#"{"name":"a b"}"#).unwrap_err().code, 7);
-        assert_eq!(
-            MultusConf::parse(br#"{"name":"n","cniVersion":"9.9.9"}"#)
-                .unwrap_err()
-                .code,
-            1
-        );
-        assert_eq!(
-            MultusConf::parse(br#"{"name":"n","delegates":"x"}"#)
-                .unwrap_err()
-                .code,
-            6
-        );
+        assert_eq!(MultusConf::parse(br#"{"name":"n","cniVersion":"9.9.9"}"#).unwrap_err().code, 1);
+        assert_eq!(MultusConf::parse(br#"{"name":"n","delegates":"x"}"#).unwrap_err().code, 6);
         let c = MultusConf::parse(br#"{"name":"n","cniVersion":"1.0.0"}"#).unwrap();
         assert_eq!(c.require_networks().unwrap_err().code, 7);
-        let c = MultusConf::parse(
-            br#"{"name":"n","globalNamespaces":"  foo ,bar","delegateTimeoutSeconds":-1}"#,
-        )
-        .unwrap();
+        let c =
+            MultusConf::parse(br#"{"name":"n","globalNamespaces":"  foo ,bar","delegateTimeoutSeconds":-1}"#).unwrap();
         assert_eq!(c.global_namespaces(), vec!["foo", "bar"]);
         assert_eq!(c.delegate_timeout(), Duration::from_secs(60));
     }

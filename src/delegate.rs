@@ -28,22 +28,17 @@ pub struct NetworkConfig {
 /// A delegate `type` must be a plain file name: never a path, never `..`.
 pub fn validate_plugin_type(t: &str) -> Result<()> {
     if t.is_empty() || t == "." || t == ".." || t.contains('/') || t.contains('\0') {
-        return Err(CniError::invalid_config(format!(
-            "invalid plugin type {t:?}: must be a plain file name"
-        )));
+        return Err(CniError::invalid_config(format!("invalid plugin type {t:?}: must be a plain file name")));
     }
     Ok(())
 }
 
 impl NetworkConfig {
     pub fn parse(bytes: Vec<u8>) -> Result<NetworkConfig> {
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            CniError::invalid_config(format!("error parsing delegate configuration: {e}"))
-        })?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| CniError::invalid_config(format!("error parsing delegate configuration: {e}")))?;
         let Value::Object(value) = value else {
-            return Err(CniError::invalid_config(
-                "a delegate configuration must be a JSON object",
-            ));
+            return Err(CniError::invalid_config("a delegate configuration must be a JSON object"));
         };
         let is_list = match (value.get("type"), value.get("plugins")) {
             (Some(Value::String(t)), _) => {
@@ -55,38 +50,26 @@ impl NetworkConfig {
                     match p.get("type") {
                         Some(Value::String(t)) => validate_plugin_type(t)?,
                         _ => {
-                            return Err(CniError::invalid_config(
-                                "a plugin delegate must have the 'type' field",
-                            ));
+                            return Err(CniError::invalid_config("a plugin delegate must have the 'type' field"));
                         }
                     }
                 }
                 true
             }
             (None, Some(_)) => {
-                return Err(CniError::invalid_config(
-                    "a conflist delegate must have a non-empty 'plugins' list",
-                ));
+                return Err(CniError::invalid_config("a conflist delegate must have a non-empty 'plugins' list"));
             }
             _ => {
-                return Err(CniError::invalid_config(
-                    "delegate must have the 'type' or 'plugins' field",
-                ));
+                return Err(CniError::invalid_config("delegate must have the 'type' or 'plugins' field"));
             }
         };
         if let Some(v) = value.get("cniVersion") {
             let Value::String(v) = v else {
-                return Err(CniError::invalid_config(
-                    "delegate cniVersion must be a string",
-                ));
+                return Err(CniError::invalid_config("delegate cniVersion must be a string"));
             };
             Version::of_config(v)?;
         }
-        Ok(NetworkConfig {
-            bytes,
-            value,
-            is_list,
-        })
+        Ok(NetworkConfig { bytes, value, is_list })
     }
 
     pub fn from_value(value: &Value) -> Result<NetworkConfig> {
@@ -102,18 +85,12 @@ impl NetworkConfig {
     }
 
     pub fn name(&self) -> &str {
-        self.value
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
+        self.value.get("name").and_then(Value::as_str).unwrap_or_default()
     }
 
     /// The version the delegate speaks; `""` when it names none.
     pub fn cni_version(&self) -> &str {
-        self.value
-            .get("cniVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
+        self.value.get("cniVersion").and_then(Value::as_str).unwrap_or_default()
     }
 
     pub fn version(&self) -> Version {
@@ -134,17 +111,11 @@ impl NetworkConfig {
     }
 
     pub fn plugin_types(&self) -> Vec<&str> {
-        self.plugins()
-            .into_iter()
-            .filter_map(|p| p.get("type").and_then(Value::as_str))
-            .collect()
+        self.plugins().into_iter().filter_map(|p| p.get("type").and_then(Value::as_str)).collect()
     }
 
     fn flag(&self, key: &str) -> bool {
-        self.value
-            .get(key)
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
+        self.value.get(key).and_then(Value::as_bool).unwrap_or(false)
     }
 
     /// Capabilities declared `true` by any plugin.
@@ -152,11 +123,7 @@ impl NetworkConfig {
         self.plugins()
             .into_iter()
             .filter_map(|p| p.get("capabilities").and_then(Value::as_object))
-            .flat_map(|caps| {
-                caps.iter()
-                    .filter(|(_, v)| v.as_bool() == Some(true))
-                    .map(|(k, _)| k.clone())
-            })
+            .flat_map(|caps| caps.iter().filter(|(_, v)| v.as_bool() == Some(true)).map(|(k, _)| k.clone()))
             .collect()
     }
 
@@ -201,11 +168,7 @@ pub struct RuntimeConf {
 
 impl RuntimeConf {
     fn cni_args_string(&self) -> String {
-        self.cni_args
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(";")
+        self.cni_args.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")
     }
 }
 
@@ -241,13 +204,7 @@ pub fn plugin_stdin(
 /// How plugins are run: the real one execs binaries, tests substitute a fake.
 pub trait PluginExec {
     /// Run plugin `plugin_type` for `command`; `Ok(None)` when it printed nothing.
-    async fn exec(
-        &self,
-        plugin_type: &str,
-        command: Command,
-        rt: &RuntimeConf,
-        stdin: &[u8],
-    ) -> Result<Option<Value>>;
+    async fn exec(&self, plugin_type: &str, command: Command, rt: &RuntimeConf, stdin: &[u8]) -> Result<Option<Value>>;
     /// Fail early (before anything runs) when a plugin cannot be found.
     fn find(&self, plugin_type: &str) -> Result<PathBuf>;
 }
@@ -284,11 +241,7 @@ impl BinaryExec {
             search_path.push(PathBuf::from(bin_dir));
         }
         search_path.extend(cni_path.iter().cloned());
-        BinaryExec {
-            search_path,
-            cni_path: cni_path.to_vec(),
-            timeout,
-        }
+        BinaryExec { search_path, cni_path: cni_path.to_vec(), timeout }
     }
 }
 
@@ -299,25 +252,12 @@ fn is_executable_file(p: &Path) -> bool {
 impl PluginExec for BinaryExec {
     fn find(&self, plugin_type: &str) -> Result<PathBuf> {
         validate_plugin_type(plugin_type)?;
-        self.search_path
-            .iter()
-            .map(|d| d.join(plugin_type))
-            .find(|p| is_executable_file(p))
-            .ok_or_else(|| {
-                CniError::invalid_config(format!(
-                    "failed to find plugin {plugin_type:?} in path {:?}",
-                    self.search_path
-                ))
-            })
+        self.search_path.iter().map(|d| d.join(plugin_type)).find(|p| is_executable_file(p)).ok_or_else(|| {
+            CniError::invalid_config(format!("failed to find plugin {plugin_type:?} in path {:?}", self.search_path))
+        })
     }
 
-    async fn exec(
-        &self,
-        plugin_type: &str,
-        command: Command,
-        rt: &RuntimeConf,
-        stdin: &[u8],
-    ) -> Result<Option<Value>> {
+    async fn exec(&self, plugin_type: &str, command: Command, rt: &RuntimeConf, stdin: &[u8]) -> Result<Option<Value>> {
         let path = self.find(plugin_type)?;
         let cni_path = std::env::join_paths(&self.cni_path).unwrap_or_default();
         // Only what CNI defines, plus PATH (plugins such as portmap exec iptables).
@@ -329,20 +269,14 @@ impl PluginExec for BinaryExec {
             .env("CNI_IFNAME", &rt.ifname)
             .env("CNI_ARGS", rt.cni_args_string())
             .env("CNI_PATH", cni_path)
-            .env(
-                "PATH",
-                std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
-            )
+            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let what = format!("plugin type={plugin_type:?} ({})", command.as_str());
         let mut child = cmd.spawn().map_err(|e| {
-            CniError::new(
-                code::DELEGATE_FAILED,
-                format!("{what}: cannot execute {}: {e}", path.display()),
-            )
+            CniError::new(code::DELEGATE_FAILED, format!("{what}: cannot execute {}: {e}", path.display()))
         })?;
         let mut child_stdin = child.stdin.take();
         // Feed stdin while the plugin runs, so a large config never deadlocks on a full pipe.
@@ -357,10 +291,7 @@ impl PluginExec for BinaryExec {
             Err(_) => {
                 return Err(CniError::new(
                     code::DELEGATE_FAILED,
-                    format!(
-                        "{what} did not finish within {:?} and was killed",
-                        self.timeout
-                    ),
+                    format!("{what} did not finish within {:?} and was killed", self.timeout),
                 ));
             }
             Ok(Err(e)) => return Err(CniError::new(code::DELEGATE_FAILED, format!("{what}: {e}"))),
@@ -368,11 +299,7 @@ impl PluginExec for BinaryExec {
         };
         let stderr = tail(&output.stderr, STDERR_TAIL);
         if !stderr.is_empty() {
-            tracing::debug!(
-                plugin = plugin_type,
-                command = command.as_str(),
-                "delegate stderr: {stderr}"
-            );
+            tracing::debug!(plugin = plugin_type, command = command.as_str(), "delegate stderr: {stderr}");
         }
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stdout = stdout.trim();
@@ -381,50 +308,27 @@ impl PluginExec for BinaryExec {
                 return Ok(None);
             }
             return serde_json::from_str(stdout).map(Some).map_err(|e| {
-                CniError::new(
-                    code::DELEGATE_FAILED,
-                    format!("{what} printed invalid JSON: {e}"),
-                )
-                .with_details(tail(stdout.as_bytes(), STDERR_TAIL))
+                CniError::new(code::DELEGATE_FAILED, format!("{what} printed invalid JSON: {e}"))
+                    .with_details(tail(stdout.as_bytes(), STDERR_TAIL))
             });
         }
         if let Some(sig) = output.status.signal() {
-            let name = nix::sys::signal::Signal::try_from(sig)
-                .map(|s| s.as_str())
-                .unwrap_or("unknown");
-            return Err(CniError::new(
-                code::DELEGATE_FAILED,
-                format!("{what} was killed by signal {sig} ({name})"),
-            )
-            .with_details(stderr));
+            let name = nix::sys::signal::Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("unknown");
+            return Err(CniError::new(code::DELEGATE_FAILED, format!("{what} was killed by signal {sig} ({name})"))
+                .with_details(stderr));
         }
         // A CNI error object keeps its own code; anything else is ours (100).
         let err = match serde_json::from_str::<Value>(stdout) {
             Ok(v) if v.get("code").and_then(Value::as_u64).is_some() => {
                 let code = v["code"].as_u64().unwrap_or(code::DELEGATE_FAILED as u64) as u32;
-                let msg = v
-                    .get("msg")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                let details = v
-                    .get("details")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                let details = [details, stderr]
-                    .into_iter()
-                    .filter(|s| !s.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("\n");
+                let msg = v.get("msg").and_then(Value::as_str).unwrap_or("").to_string();
+                let details = v.get("details").and_then(Value::as_str).unwrap_or("").to_string();
+                let details = [details, stderr].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join("\n");
                 CniError::new(code, format!("{what} failed: {msg}")).with_details(details)
             }
             _ => CniError::new(
                 code::DELEGATE_FAILED,
-                format!(
-                    "{what} failed with {} and no CNI error on stdout",
-                    output.status
-                ),
+                format!("{what} failed with {} and no CNI error on stdout", output.status),
             )
             .with_details(
                 [tail(stdout.as_bytes(), 1024), stderr]
@@ -449,30 +353,14 @@ pub fn check_binaries(exec: &impl PluginExec, config: &NetworkConfig) -> Result<
 /// ADD a network: plugins in order, each getting the previous one's result.
 /// Returns the last plugin's raw result. A plugin that prints nothing on ADD is an error
 /// (the spec requires a result).
-pub async fn add_network(
-    exec: &impl PluginExec,
-    config: &NetworkConfig,
-    rt: &RuntimeConf,
-) -> Result<Value> {
+pub async fn add_network(exec: &impl PluginExec, config: &NetworkConfig, rt: &RuntimeConf) -> Result<Value> {
     let mut prev: Option<Value> = None;
     for plugin in config.plugins() {
-        let t = plugin
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let stdin = plugin_stdin(
-            plugin,
-            config.name(),
-            config.cni_version(),
-            prev.as_ref(),
-            &rt.capability_args,
-        );
+        let t = plugin.get("type").and_then(Value::as_str).unwrap_or_default();
+        let stdin = plugin_stdin(plugin, config.name(), config.cni_version(), prev.as_ref(), &rt.capability_args);
         let result = exec.exec(t, Command::Add, rt, &stdin).await?;
         let result = result.ok_or_else(|| {
-            CniError::new(
-                code::DELEGATE_FAILED,
-                format!("plugin type={t:?} (ADD) printed no result"),
-            )
+            CniError::new(code::DELEGATE_FAILED, format!("plugin type={t:?} (ADD) printed no result"))
         })?;
         if !result.is_object() {
             return Err(CniError::new(
@@ -494,24 +382,11 @@ pub async fn del_network(
     rt: &RuntimeConf,
     cached: Option<&Value>,
 ) -> Result<()> {
-    let prev = if config.version() >= Version::V0_4_0 {
-        cached
-    } else {
-        None
-    };
+    let prev = if config.version() >= Version::V0_4_0 { cached } else { None };
     let mut errors = ErrorList::default();
     for plugin in config.plugins().into_iter().rev() {
-        let t = plugin
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let stdin = plugin_stdin(
-            plugin,
-            config.name(),
-            config.cni_version(),
-            prev,
-            &rt.capability_args,
-        );
+        let t = plugin.get("type").and_then(Value::as_str).unwrap_or_default();
+        let stdin = plugin_stdin(plugin, config.name(), config.cni_version(), prev, &rt.capability_args);
         if let Err(e) = exec.exec(t, Command::Del, rt, &stdin).await {
             errors.push(e);
         }
@@ -533,55 +408,29 @@ pub async fn check_network(
     let cached = cached.ok_or_else(|| {
         CniError::new(
             code::UNKNOWN_CONTAINER,
-            format!(
-                "no cached result for network {:?} on {}",
-                config.name(),
-                rt.ifname
-            ),
+            format!("no cached result for network {:?} on {}", config.name(), rt.ifname),
         )
     })?;
     for plugin in config.plugins() {
-        let t = plugin
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let stdin = plugin_stdin(
-            plugin,
-            config.name(),
-            config.cni_version(),
-            Some(cached),
-            &rt.capability_args,
-        );
+        let t = plugin.get("type").and_then(Value::as_str).unwrap_or_default();
+        let stdin = plugin_stdin(plugin, config.name(), config.cni_version(), Some(cached), &rt.capability_args);
         exec.exec(t, Command::Check, rt, &stdin).await?;
     }
     Ok(())
 }
 
 /// STATUS of a network (CNI 1.1): plugins in order, first error returned as is.
-pub async fn status_network(
-    exec: &impl PluginExec,
-    config: &NetworkConfig,
-    rt: &RuntimeConf,
-) -> Result<()> {
+pub async fn status_network(exec: &impl PluginExec, config: &NetworkConfig, rt: &RuntimeConf) -> Result<()> {
     if config.version() < Version::V1_1_0 {
         return Ok(());
     }
     for plugin in config.plugins() {
-        let t = plugin
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let t = plugin.get("type").and_then(Value::as_str).unwrap_or_default();
         exec.exec(
             t,
             Command::Status,
             rt,
-            &plugin_stdin(
-                plugin,
-                config.name(),
-                config.cni_version(),
-                None,
-                &Map::new(),
-            ),
+            &plugin_stdin(plugin, config.name(), config.cni_version(), None, &Map::new()),
         )
         .await?;
     }
@@ -589,21 +438,13 @@ pub async fn status_network(
 }
 
 /// GC of a network (CNI 1.1) with the attachments that must be kept.
-pub async fn gc_network(
-    exec: &impl PluginExec,
-    config: &NetworkConfig,
-    rt: &RuntimeConf,
-    valid: &Value,
-) -> Result<()> {
+pub async fn gc_network(exec: &impl PluginExec, config: &NetworkConfig, rt: &RuntimeConf, valid: &Value) -> Result<()> {
     if config.version() < Version::V1_1_0 || config.flag("disableGC") {
         return Ok(());
     }
     let mut errors = ErrorList::default();
     for plugin in config.plugins() {
-        let t = plugin
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let t = plugin.get("type").and_then(Value::as_str).unwrap_or_default();
         let mut p = plugin.clone();
         p.insert("cni.dev/valid-attachments".into(), valid.clone());
         let stdin = plugin_stdin(&p, config.name(), config.cni_version(), None, &Map::new());
@@ -636,10 +477,7 @@ pub struct FakeCall {
 
 impl FakeExec {
     pub fn answer(&self, plugin: &str, command: Command, answer: Result<Option<Value>>) {
-        self.answers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((plugin.into(), command, answer));
+        self.answers.lock().unwrap_or_else(|e| e.into_inner()).push((plugin.into(), command, answer));
     }
 
     pub fn calls(&self) -> Vec<FakeCall> {
@@ -651,36 +489,22 @@ impl PluginExec for FakeExec {
     fn find(&self, plugin_type: &str) -> Result<PathBuf> {
         validate_plugin_type(plugin_type)?;
         if plugin_type.starts_with("missing") {
-            return Err(CniError::invalid_config(format!(
-                "failed to find plugin {plugin_type:?}"
-            )));
+            return Err(CniError::invalid_config(format!("failed to find plugin {plugin_type:?}")));
         }
         Ok(PathBuf::from("/fake").join(plugin_type))
     }
 
-    async fn exec(
-        &self,
-        plugin_type: &str,
-        command: Command,
-        rt: &RuntimeConf,
-        stdin: &[u8],
-    ) -> Result<Option<Value>> {
+    async fn exec(&self, plugin_type: &str, command: Command, rt: &RuntimeConf, stdin: &[u8]) -> Result<Option<Value>> {
         let stdin: Value = serde_json::from_slice(stdin).unwrap_or_default();
-        self.calls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(FakeCall {
-                plugin: plugin_type.into(),
-                command,
-                ifname: rt.ifname.clone(),
-                cni_args: rt.cni_args.clone(),
-                stdin: stdin.clone(),
-            });
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).push(FakeCall {
+            plugin: plugin_type.into(),
+            command,
+            ifname: rt.ifname.clone(),
+            cni_args: rt.cni_args.clone(),
+            stdin: stdin.clone(),
+        });
         let answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, _, a)) = answers
-            .iter()
-            .find(|(p, c, _)| p == plugin_type && *c == command)
-        {
+        if let Some((_, _, a)) = answers.iter().find(|(p, c, _)| p == plugin_type && *c == command) {
             return a.clone();
         }
         Ok(match command {
@@ -713,34 +537,18 @@ mod tests {
             json!({"cniVersion":"0.3.1","name":"l","plugins":[{"type":"macvlan","capabilities":{"ips":true}},{"type":"tuning","capabilities":{"mac":true,"x":false}}]}),
         );
         assert!(l.is_list());
-        assert_eq!(
-            l.capabilities().into_iter().collect::<Vec<_>>(),
-            vec!["ips", "mac"]
-        );
+        assert_eq!(l.capabilities().into_iter().collect::<Vec<_>>(), vec!["ips", "mac"]);
         for bad in ["../../bin/sh", "/bin/sh", "", "..", "a/b"] {
             let e = NetworkConfig::from_value(&json!({"name":"n","type": bad})).unwrap_err();
             assert_eq!(e.code, 7, "{bad}");
-            let e = NetworkConfig::from_value(&json!({"name":"n","plugins":[{"type": bad}]}))
-                .unwrap_err();
+            let e = NetworkConfig::from_value(&json!({"name":"n","plugins":[{"type": bad}]})).unwrap_err();
             assert_eq!(e.code, 7, "{bad}");
         }
-        assert_eq!(
-            NetworkConfig::from_value(&json!({"name":"n"}))
-                .unwrap_err()
-                .code,
-            7
-        );
-        assert_eq!(
-            NetworkConfig::from_value(&json!({"name":"n","plugins":[]}))
-                .unwrap_err()
-                .code,
-            7
-        );
+        assert_eq!(NetworkConfig::from_value(&json!({"name":"n"})).unwrap_err().code, 7);
+        assert_eq!(NetworkConfig::from_value(&json!({"name":"n","plugins":[]})).unwrap_err().code, 7);
         assert_eq!(NetworkConfig::parse(b"{".to_vec()).unwrap_err().code, 7);
         assert_eq!(
-            NetworkConfig::from_value(&json!({"name":"n","type":"x","cniVersion":"5.0.0"}))
-                .unwrap_err()
-                .code,
+            NetworkConfig::from_value(&json!({"name":"n","type":"x","cniVersion":"5.0.0"})).unwrap_err().code,
             1
         );
     }
@@ -748,8 +556,7 @@ mod tests {
     #[test]
     fn plugin_stdin_injects_only_declared_capabilities() {
         let plugin = json!({"type":"portmap","capabilities":{"portMappings":true,"bandwidth":false},"snat":true});
-        let caps =
-            json!({"portMappings":[{"hostPort":80}],"bandwidth":{"ingressRate":1},"mac":"x"});
+        let caps = json!({"portMappings":[{"hostPort":80}],"bandwidth":{"ingressRate":1},"mac":"x"});
         let out: Value = serde_json::from_slice(&plugin_stdin(
             plugin.as_object().unwrap(),
             "net",
@@ -761,10 +568,7 @@ mod tests {
         assert_eq!(out["name"], "net");
         assert_eq!(out["cniVersion"], "0.4.0");
         assert_eq!(out["snat"], true);
-        assert_eq!(
-            out["runtimeConfig"],
-            json!({"portMappings":[{"hostPort":80}]})
-        );
+        assert_eq!(out["runtimeConfig"], json!({"portMappings":[{"hostPort":80}]}));
         assert_eq!(out["prevResult"]["cniVersion"], "0.4.0");
         let none: Value = serde_json::from_slice(&plugin_stdin(
             json!({"type":"x"}).as_object().unwrap(),
@@ -786,41 +590,22 @@ mod tests {
         let c = c.with_default_version("0.3.1");
         assert_eq!(c.cni_version(), "0.3.1");
         let v: Value = serde_json::from_slice(&c.bytes).unwrap();
-        assert_eq!(
-            v["plugins"][0]["kubernetes"]["kubeconfig"],
-            "/etc/cni/net.d/calico-kubeconfig"
-        );
+        assert_eq!(v["plugins"][0]["kubernetes"]["kubeconfig"], "/etc/cni/net.d/calico-kubeconfig");
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn chain_passes_prev_result_and_del_runs_in_reverse_attempting_all() {
         let exec = FakeExec::default();
-        let c = conf(
-            json!({"cniVersion":"0.4.0","name":"l","plugins":[{"type":"a"},{"type":"b"},{"type":"c"}]}),
-        );
-        let rt = RuntimeConf {
-            ifname: "eth0".into(),
-            netns: "/n".into(),
-            ..Default::default()
-        };
+        let c = conf(json!({"cniVersion":"0.4.0","name":"l","plugins":[{"type":"a"},{"type":"b"},{"type":"c"}]}));
+        let rt = RuntimeConf { ifname: "eth0".into(), netns: "/n".into(), ..Default::default() };
         add_network(&exec, &c, &rt).await.unwrap();
         let calls = exec.calls();
         assert!(calls[0].stdin.get("prevResult").is_none());
-        assert_eq!(
-            calls[1].stdin["prevResult"]["ips"][0]["address"],
-            "10.0.0.2/24"
-        );
+        assert_eq!(calls[1].stdin["prevResult"]["ips"][0]["address"], "10.0.0.2/24");
         exec.answer("b", Command::Del, Err(CniError::new(7, "b broke")));
-        let err = del_network(&exec, &c, &rt, Some(&json!({"cniVersion":"0.4.0"})))
-            .await
-            .unwrap_err();
+        let err = del_network(&exec, &c, &rt, Some(&json!({"cniVersion":"0.4.0"}))).await.unwrap_err();
         assert_eq!(err.msg, "b broke");
-        let dels: Vec<_> = exec
-            .calls()
-            .into_iter()
-            .filter(|c| c.command == Command::Del)
-            .map(|c| c.plugin)
-            .collect();
+        let dels: Vec<_> = exec.calls().into_iter().filter(|c| c.command == Command::Del).map(|c| c.plugin).collect();
         assert_eq!(dels, vec!["c", "b", "a"]);
     }
 

@@ -49,11 +49,7 @@ pub type Result<T, E = CniError> = std::result::Result<T, E>;
 
 impl CniError {
     pub fn new(code: u32, msg: impl Into<String>) -> Self {
-        CniError {
-            code,
-            msg: msg.into(),
-            details: String::new(),
-        }
+        CniError { code, msg: msg.into(), details: String::new() }
     }
 
     pub fn with_details(mut self, details: impl Into<String>) -> Self {
@@ -125,11 +121,7 @@ impl ErrorList {
             0 => Ok(()),
             1 => Err(errors.remove(0)),
             _ => {
-                let msg = errors
-                    .iter()
-                    .map(|e| e.msg.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" / ");
+                let msg = errors.iter().map(|e| e.msg.as_str()).collect::<Vec<_>>().join(" / ");
                 let details = errors
                     .iter()
                     .filter(|e| !e.details.is_empty())

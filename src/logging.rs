@@ -28,10 +28,7 @@ pub fn level(name: &str) -> Option<LevelFilter> {
 /// Install the subscriber for this invocation. Called once, right after the config parsed.
 pub fn init(conf: &MultusConf) {
     let lvl = level(&conf.log_level).unwrap_or_else(|| {
-        eprintln!(
-            "multus logging: cannot set logging level to {}",
-            conf.log_level
-        );
+        eprintln!("multus logging: cannot set logging level to {}", conf.log_level);
         LevelFilter::ERROR
     });
     let file = (!conf.log_file.is_empty()).then(|| PathBuf::from(&conf.log_file));
@@ -42,12 +39,7 @@ pub fn init(conf: &MultusConf) {
         if let Some(dir) = p.parent() {
             let _ = fs::create_dir_all(dir);
         }
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(p)
-            .ok()
+        OpenOptions::new().create(true).append(true).mode(0o600).open(p).ok()
     });
     let writer: BoxMakeWriter = match (conf.log_to_stderr, opened) {
         (true, Some(f)) => BoxMakeWriter::new(io::stderr.and(std::sync::Mutex::new(f))),
@@ -135,9 +127,9 @@ fn prune_old(path: &Path, opts: &LogOptions) {
             let p = backup_path(path, n, c);
             let too_many = n > opts.max_backups;
             let too_old = opts.max_age > 0
-                && fs::metadata(&p).and_then(|m| m.modified()).is_ok_and(|t| {
-                    SystemTime::now().duration_since(t).unwrap_or_default() > max_age
-                });
+                && fs::metadata(&p)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() > max_age);
             if p.exists() && (too_many || too_old) {
                 let _ = fs::remove_file(&p);
             }
@@ -162,12 +154,7 @@ mod tests {
     fn rotation_keeps_max_backups_and_compresses() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("multus.log");
-        let opts = LogOptions {
-            max_age: 5,
-            max_size: 1,
-            max_backups: 2,
-            compress: true,
-        };
+        let opts = LogOptions { max_age: 5, max_size: 1, max_backups: 2, compress: true };
         for round in 0..4 {
             fs::write(&log, vec![b'a' + round; 1024 * 1024 + 1]).unwrap();
             rotate_if_needed(&log, &opts);

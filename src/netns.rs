@@ -142,16 +142,10 @@ pub trait NetnsOps {
     /// other default route of that family in the main table (on any link, of
     /// any type) is deleted, then this one is added. Idempotent: an existing
     /// identical route is kept as it is.
-    async fn set_default_route(
-        &self,
-        netns: &Path,
-        ifname: &str,
-        gateway: IpAddr,
-    ) -> Result<(), NetnsError>;
+    async fn set_default_route(&self, netns: &Path, ifname: &str, gateway: IpAddr) -> Result<(), NetnsError>;
 
     /// Delete every default route of `family` in the main table.
-    async fn delete_default_routes(&self, netns: &Path, family: IpFamily)
-    -> Result<(), NetnsError>;
+    async fn delete_default_routes(&self, netns: &Path, family: IpFamily) -> Result<(), NetnsError>;
 }
 
 /// Whether `path` names an existing namespace file (a bind-mounted or
@@ -162,11 +156,7 @@ pub fn netns_exists(path: &Path) -> bool {
 }
 
 fn io_error(path: impl Display, action: &'static str, source: impl Into<io::Error>) -> NetnsError {
-    NetnsError::Io {
-        path: path.to_string(),
-        action,
-        source: source.into(),
-    }
+    NetnsError::Io { path: path.to_string(), action, source: source.into() }
 }
 
 fn open_netns(path: &Path) -> Result<File, NetnsError> {
@@ -196,14 +186,11 @@ struct ReturnToNetns {
 impl ReturnToNetns {
     /// Moves the calling thread into the network namespace at `path`.
     fn enter(path: &Path) -> Result<Self, NetnsError> {
-        let original =
-            File::open(THREAD_NETNS).map_err(|source| io_error(THREAD_NETNS, "open", source))?;
+        let original = File::open(THREAD_NETNS).map_err(|source| io_error(THREAD_NETNS, "open", source))?;
         let target = open_netns(path)?;
         setns(&target, CloneFlags::CLONE_NEWNET).map_err(|errno| match errno {
             // nsfs, but another kind of namespace.
-            Errno::EINVAL => NetnsError::NotANamespace {
-                path: path.display().to_string(),
-            },
+            Errno::EINVAL => NetnsError::NotANamespace { path: path.display().to_string() },
             _ => io_error(path.display(), "enter", errno),
         })?;
         Ok(Self { original })
@@ -265,11 +252,7 @@ impl Session {
         };
         let (connection, handle, _unsolicited) =
             created.map_err(|source| io_error(&netns, "open a netlink socket", source))?;
-        Ok(Self {
-            handle,
-            netns,
-            connection: tokio::spawn(connection),
-        })
+        Ok(Self { handle, netns, connection: tokio::spawn(connection) })
     }
 
     fn error(&self, operation: impl Display, error: rtnetlink::Error) -> NetnsError {
@@ -291,10 +274,7 @@ impl Session {
 
     async fn all_links(&self) -> Result<Vec<LinkMessage>, NetnsError> {
         let links = self.handle.link().get().execute();
-        links
-            .try_collect()
-            .await
-            .map_err(|error| self.error("list links", error))
+        links.try_collect().await.map_err(|error| self.error("list links", error))
     }
 
     /// Global-scope addresses as `(link index, address, prefix length)`.
@@ -318,10 +298,7 @@ impl Session {
     }
 
     /// Every default route of `family` in the main table, whatever its type.
-    async fn default_route_messages(
-        &self,
-        family: IpFamily,
-    ) -> Result<Vec<RouteMessage>, NetnsError> {
+    async fn default_route_messages(&self, family: IpFamily) -> Result<Vec<RouteMessage>, NetnsError> {
         let mut query = RouteMessage::default();
         // The kernel honours the family of a dump request, not its other
         // fields (that needs strict checking), so filter the rest here.
@@ -370,9 +347,7 @@ impl Session {
         };
         match self.handle.route().add(route).execute().await {
             Err(error) if errno(&error) == Some(Errno::EEXIST) => Ok(()),
-            result => result.map_err(|error| {
-                self.error(format_args!("add default route via {gateway}"), error)
-            }),
+            result => result.map_err(|error| self.error(format_args!("add default route via {gateway}"), error)),
         }
     }
 }
@@ -421,9 +396,7 @@ fn link_info(message: &LinkMessage, addresses: &[(u32, IpAddr, u8)]) -> LinkInfo
     for attribute in &message.attributes {
         match attribute {
             LinkAttribute::IfName(name) => info.name.clone_from(name),
-            LinkAttribute::Address(bytes) if !bytes.is_empty() => {
-                info.mac = Some(format_mac(bytes))
-            }
+            LinkAttribute::Address(bytes) if !bytes.is_empty() => info.mac = Some(format_mac(bytes)),
             LinkAttribute::Mtu(mtu) => info.mtu = Some(*mtu),
             LinkAttribute::Promiscuity(count) => info.promiscuous |= *count > 0,
             _ => {}
@@ -433,11 +406,7 @@ fn link_info(message: &LinkMessage, addresses: &[(u32, IpAddr, u8)]) -> LinkInfo
 }
 
 fn format_mac(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect::<Vec<_>>().join(":")
 }
 
 fn route_table(route: &RouteMessage) -> u32 {
@@ -454,10 +423,12 @@ fn route_table(route: &RouteMessage) -> u32 {
 
 fn gateway(attributes: &[RouteAttribute]) -> Option<IpAddr> {
     attributes.iter().find_map(|attribute| match attribute {
-        RouteAttribute::Gateway(RouteAddress::Inet(gateway))
-        | RouteAttribute::Via(RouteVia::Inet(gateway)) => Some(IpAddr::V4(*gateway)),
-        RouteAttribute::Gateway(RouteAddress::Inet6(gateway))
-        | RouteAttribute::Via(RouteVia::Inet6(gateway)) => Some(IpAddr::V6(*gateway)),
+        RouteAttribute::Gateway(RouteAddress::Inet(gateway)) | RouteAttribute::Via(RouteVia::Inet(gateway)) => {
+            Some(IpAddr::V4(*gateway))
+        }
+        RouteAttribute::Gateway(RouteAddress::Inet6(gateway)) | RouteAttribute::Via(RouteVia::Inet6(gateway)) => {
+            Some(IpAddr::V6(*gateway))
+        }
         _ => None,
     })
 }
@@ -468,11 +439,9 @@ fn next_hops(route: &RouteMessage) -> Vec<(u32, Option<IpAddr>)> {
     for attribute in &route.attributes {
         match attribute {
             RouteAttribute::Oif(index) => hops.push((*index, gateway(&route.attributes))),
-            RouteAttribute::MultiPath(next_hops) => hops.extend(
-                next_hops
-                    .iter()
-                    .map(|hop| (hop.interface_index, gateway(&hop.attributes))),
-            ),
+            RouteAttribute::MultiPath(next_hops) => {
+                hops.extend(next_hops.iter().map(|hop| (hop.interface_index, gateway(&hop.attributes))))
+            }
             _ => {}
         }
     }
@@ -507,12 +476,8 @@ async fn link_in(namespace: Namespace<'_>, ifname: &str) -> Result<Option<LinkIn
 
 async fn default_routes_in(namespace: Namespace<'_>) -> Result<Vec<DefaultRoute>, NetnsError> {
     let session = Session::open(namespace)?;
-    let names: HashMap<u32, String> = session
-        .all_links()
-        .await?
-        .iter()
-        .map(|link| (link.header.index, link_info(link, &[]).name))
-        .collect();
+    let names: HashMap<u32, String> =
+        session.all_links().await?.iter().map(|link| (link.header.index, link_info(link, &[]).name)).collect();
     let mut defaults = Vec::new();
     for family in [IpFamily::V4, IpFamily::V6] {
         for route in session.default_route_messages(family).await? {
@@ -520,17 +485,9 @@ async fn default_routes_in(namespace: Namespace<'_>) -> Result<Vec<DefaultRoute>
                 continue;
             }
             // A link that vanished between the two dumps has no name to report.
-            defaults.extend(
-                next_hops(&route)
-                    .into_iter()
-                    .filter_map(|(index, gateway)| {
-                        Some(DefaultRoute {
-                            ifname: names.get(&index)?.clone(),
-                            gateway,
-                            family,
-                        })
-                    }),
-            );
+            defaults.extend(next_hops(&route).into_iter().filter_map(|(index, gateway)| {
+                Some(DefaultRoute { ifname: names.get(&index)?.clone(), gateway, family })
+            }));
         }
     }
     Ok(defaults)
@@ -545,42 +502,28 @@ impl NetnsOps for Netlink {
         let session = Session::open(Namespace::At(netns))?;
         let links = session.all_links().await?;
         let addresses = session.global_addresses().await?;
-        Ok(links
-            .iter()
-            .map(|link| link_info(link, &addresses))
-            .collect())
+        Ok(links.iter().map(|link| link_info(link, &addresses)).collect())
     }
 
     async fn default_routes(&self, netns: &Path) -> Result<Vec<DefaultRoute>, NetnsError> {
         default_routes_in(Namespace::At(netns)).await
     }
 
-    async fn set_default_route(
-        &self,
-        netns: &Path,
-        ifname: &str,
-        gateway: IpAddr,
-    ) -> Result<(), NetnsError> {
+    async fn set_default_route(&self, netns: &Path, ifname: &str, gateway: IpAddr) -> Result<(), NetnsError> {
         let session = Session::open(Namespace::At(netns))?;
         let link_index = match session.link_by_name(ifname).await? {
             Some(link) => link.header.index,
             None => {
-                return Err(NetnsError::LinkNotFound {
-                    netns: session.netns.clone(),
-                    ifname: ifname.to_owned(),
-                });
+                return Err(NetnsError::LinkNotFound { netns: session.netns.clone(), ifname: ifname.to_owned() });
             }
         };
         // Delete before adding: the kernel refuses a second default route
         // with the same metric. The wanted route, if already there, is kept
         // so that repeating the call never leaves the pod without one.
         let mut wanted_exists = false;
-        for route in session
-            .default_route_messages(IpFamily::of(gateway))
-            .await?
-        {
-            let is_wanted = route.header.kind == RouteType::Unicast
-                && next_hops(&route) == [(link_index, Some(gateway))];
+        for route in session.default_route_messages(IpFamily::of(gateway)).await? {
+            let is_wanted =
+                route.header.kind == RouteType::Unicast && next_hops(&route) == [(link_index, Some(gateway))];
             if is_wanted && !wanted_exists {
                 wanted_exists = true;
             } else {
@@ -593,11 +536,7 @@ impl NetnsOps for Netlink {
         Ok(())
     }
 
-    async fn delete_default_routes(
-        &self,
-        netns: &Path,
-        family: IpFamily,
-    ) -> Result<(), NetnsError> {
+    async fn delete_default_routes(&self, netns: &Path, family: IpFamily) -> Result<(), NetnsError> {
         let session = Session::open(Namespace::At(netns))?;
         for route in session.default_route_messages(family).await? {
             session.delete_route(route).await?;
@@ -618,25 +557,11 @@ pub struct FakeNetns {
 /// A call made to a [`FakeNetns`], with its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FakeCall {
-    Link {
-        netns: PathBuf,
-        ifname: String,
-    },
-    Links {
-        netns: PathBuf,
-    },
-    DefaultRoutes {
-        netns: PathBuf,
-    },
-    SetDefaultRoute {
-        netns: PathBuf,
-        ifname: String,
-        gateway: IpAddr,
-    },
-    DeleteDefaultRoutes {
-        netns: PathBuf,
-        family: IpFamily,
-    },
+    Link { netns: PathBuf, ifname: String },
+    Links { netns: PathBuf },
+    DefaultRoutes { netns: PathBuf },
+    SetDefaultRoute { netns: PathBuf, ifname: String, gateway: IpAddr },
+    DeleteDefaultRoutes { netns: PathBuf, family: IpFamily },
 }
 
 #[derive(Debug, Default)]
@@ -675,12 +600,7 @@ impl FakeNetns {
     /// Adds a link, creating the namespace if needed.
     pub fn add_link(&self, netns: impl Into<PathBuf>, link: LinkInfo) {
         let mut state = self.state();
-        state
-            .namespaces
-            .entry(netns.into())
-            .or_default()
-            .links
-            .push(link);
+        state.namespaces.entry(netns.into()).or_default().links.push(link);
     }
 
     /// Adds a default route, creating the namespace if needed.
@@ -706,88 +626,44 @@ impl FakeNetns {
         state.calls.push(call);
         match state.namespaces.get_mut(netns) {
             Some(namespace) => operation(namespace),
-            None => Err(NetnsError::NotFound {
-                path: netns.display().to_string(),
-            }),
+            None => Err(NetnsError::NotFound { path: netns.display().to_string() }),
         }
     }
 }
 
 impl NetnsOps for FakeNetns {
     async fn link(&self, netns: &Path, ifname: &str) -> Result<Option<LinkInfo>, NetnsError> {
-        let call = FakeCall::Link {
-            netns: netns.to_owned(),
-            ifname: ifname.to_owned(),
-        };
-        self.call(netns, call, |namespace| {
-            Ok(namespace
-                .links
-                .iter()
-                .find(|link| link.name == ifname)
-                .cloned())
-        })
+        let call = FakeCall::Link { netns: netns.to_owned(), ifname: ifname.to_owned() };
+        self.call(netns, call, |namespace| Ok(namespace.links.iter().find(|link| link.name == ifname).cloned()))
     }
 
     async fn links(&self, netns: &Path) -> Result<Vec<LinkInfo>, NetnsError> {
-        let call = FakeCall::Links {
-            netns: netns.to_owned(),
-        };
+        let call = FakeCall::Links { netns: netns.to_owned() };
         self.call(netns, call, |namespace| Ok(namespace.links.clone()))
     }
 
     async fn default_routes(&self, netns: &Path) -> Result<Vec<DefaultRoute>, NetnsError> {
-        let call = FakeCall::DefaultRoutes {
-            netns: netns.to_owned(),
-        };
-        self.call(netns, call, |namespace| {
-            Ok(namespace.default_routes.clone())
-        })
+        let call = FakeCall::DefaultRoutes { netns: netns.to_owned() };
+        self.call(netns, call, |namespace| Ok(namespace.default_routes.clone()))
     }
 
-    async fn set_default_route(
-        &self,
-        netns: &Path,
-        ifname: &str,
-        gateway: IpAddr,
-    ) -> Result<(), NetnsError> {
-        let call = FakeCall::SetDefaultRoute {
-            netns: netns.to_owned(),
-            ifname: ifname.to_owned(),
-            gateway,
-        };
+    async fn set_default_route(&self, netns: &Path, ifname: &str, gateway: IpAddr) -> Result<(), NetnsError> {
+        let call = FakeCall::SetDefaultRoute { netns: netns.to_owned(), ifname: ifname.to_owned(), gateway };
         self.call(netns, call, |namespace| {
             if !namespace.links.iter().any(|link| link.name == ifname) {
-                return Err(NetnsError::LinkNotFound {
-                    netns: netns.display().to_string(),
-                    ifname: ifname.to_owned(),
-                });
+                return Err(NetnsError::LinkNotFound { netns: netns.display().to_string(), ifname: ifname.to_owned() });
             }
             let family = IpFamily::of(gateway);
-            namespace
-                .default_routes
-                .retain(|route| route.family != family);
-            namespace.default_routes.push(DefaultRoute {
-                ifname: ifname.to_owned(),
-                gateway: Some(gateway),
-                family,
-            });
+            namespace.default_routes.retain(|route| route.family != family);
+            namespace.default_routes.push(DefaultRoute { ifname: ifname.to_owned(), gateway: Some(gateway), family });
             Ok(())
         })
     }
 
-    async fn delete_default_routes(
-        &self,
-        netns: &Path,
-        family: IpFamily,
-    ) -> Result<(), NetnsError> {
-        let call = FakeCall::DeleteDefaultRoutes {
-            netns: netns.to_owned(),
-            family,
-        };
+    async fn delete_default_routes(&self, netns: &Path, family: IpFamily) -> Result<(), NetnsError> {
+        let call = FakeCall::DeleteDefaultRoutes { netns: netns.to_owned(), family };
         self.call(netns, call, |namespace| {
-            namespace
-                .default_routes
-                .retain(|route| route.family != family);
+            namespace.default_routes.retain(|route| route.family != family);
             Ok(())
         })
     }
@@ -810,12 +686,7 @@ mod tests {
     /// Runs `ip ARGS`, panicking with its stderr if it fails.
     fn ip(args: &[&str]) -> String {
         let output = Command::new("ip").args(args).output().expect("run ip");
-        assert!(
-            output.status.success(),
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
         String::from_utf8(output.stdout).expect("ip prints UTF-8")
     }
 
@@ -853,10 +724,7 @@ mod tests {
         /// Creates an up veth pair inside the namespace and returns the name
         /// of its first end, `{prefix}{id}a`.
         fn veth(&self, prefix: &str) -> String {
-            let (near, far) = (
-                format!("{prefix}{}a", self.id),
-                format!("{prefix}{}b", self.id),
-            );
+            let (near, far) = (format!("{prefix}{}a", self.id), format!("{prefix}{}b", self.id));
             self.ip(&["link", "add", &near, "type", "veth", "peer", "name", &far]);
             self.ip(&["link", "set", &far, "up"]);
             self.ip(&["link", "set", &near, "up"]);
@@ -876,18 +744,13 @@ mod tests {
         }
 
         fn default_routes_shown(&self, family: &str) -> Vec<String> {
-            self.ip(&[family, "route", "show", "default"])
-                .lines()
-                .map(|line| line.trim().to_owned())
-                .collect()
+            self.ip(&[family, "route", "show", "default"]).lines().map(|line| line.trim().to_owned()).collect()
         }
     }
 
     impl Drop for TestNetns {
         fn drop(&mut self) {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.name])
-                .status();
+            let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
         }
     }
 
@@ -902,21 +765,9 @@ mod tests {
         }
         let netns = TestNetns::new();
         let link = netns.veth_with("lk", "10.1.0.2/24");
-        netns.ip(&[
-            "link",
-            "set",
-            &link,
-            "address",
-            "02:AA:bb:cc:dd:01",
-            "mtu",
-            "1400",
-        ]);
+        netns.ip(&["link", "set", &link, "address", "02:AA:bb:cc:dd:01", "mtu", "1400"]);
 
-        let info = Netlink
-            .link(&netns.path, &link)
-            .await
-            .expect("link")
-            .expect("link exists");
+        let info = Netlink.link(&netns.path, &link).await.expect("link").expect("link exists");
 
         assert_eq!(info.name, link);
         assert!(info.index > 1);
@@ -944,10 +795,7 @@ mod tests {
         assert_eq!(link.expect("lookup succeeds"), None);
         // Longer than IFNAMSIZ: the kernel rejects the request itself (ERANGE).
         let too_long = Netlink.link(&netns.path, "averyveryverylongname0").await;
-        assert!(
-            matches!(too_long, Err(NetnsError::Netlink(_))),
-            "{too_long:?}"
-        );
+        assert!(matches!(too_long, Err(NetnsError::Netlink(_))), "{too_long:?}");
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -976,24 +824,15 @@ mod tests {
             "{result:?}"
         );
         let result = Netlink.link(Path::new(""), "eth0").await;
-        assert!(
-            matches!(result, Err(NetnsError::NotFound { .. })),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(NetnsError::NotFound { .. })), "{result:?}");
 
         // What a namespace's mount point becomes once it is unmounted.
         let leftover = tempfile::NamedTempFile::new().expect("temp file");
         let result = Netlink.default_routes(leftover.path()).await;
-        assert!(
-            matches!(result, Err(NetnsError::NotANamespace { .. })),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(NetnsError::NotANamespace { .. })), "{result:?}");
         // A namespace, but not a network one.
         let result = Netlink.links(Path::new("/proc/thread-self/ns/uts")).await;
-        assert!(
-            matches!(result, Err(NetnsError::NotANamespace { .. })),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(NetnsError::NotANamespace { .. })), "{result:?}");
 
         assert!(!netns_exists(&missing));
         assert!(!netns_exists(Path::new("")));
@@ -1019,44 +858,19 @@ mod tests {
         let netns = TestNetns::new();
         let link = netns.veth_with("dr", "10.3.0.2/24");
         netns.ip(&["addr", "add", "fd00:3::2/64", "dev", &link, "nodad"]);
-        assert!(
-            Netlink
-                .default_routes(&netns.path)
-                .await
-                .expect("routes")
-                .is_empty()
-        );
+        assert!(Netlink.default_routes(&netns.path).await.expect("routes").is_empty());
 
         netns.ip(&["route", "add", "default", "via", "10.3.0.1", "dev", &link]);
-        netns.ip(&[
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            "fd00:3::1",
-            "dev",
-            &link,
-        ]);
+        netns.ip(&["-6", "route", "add", "default", "via", "fd00:3::1", "dev", &link]);
         // Not in the main table, so not listed.
-        netns.ip(&[
-            "route", "add", "default", "via", "10.3.0.9", "dev", &link, "table", "100",
-        ]);
+        netns.ip(&["route", "add", "default", "via", "10.3.0.9", "dev", &link, "table", "100"]);
 
         let routes = Netlink.default_routes(&netns.path).await.expect("routes");
         assert_eq!(
             routes,
             vec![
-                DefaultRoute {
-                    ifname: link.clone(),
-                    gateway: Some(v4("10.3.0.1")),
-                    family: IpFamily::V4,
-                },
-                DefaultRoute {
-                    ifname: link.clone(),
-                    gateway: Some(v4("fd00:3::1")),
-                    family: IpFamily::V6,
-                },
+                DefaultRoute { ifname: link.clone(), gateway: Some(v4("10.3.0.1")), family: IpFamily::V4 },
+                DefaultRoute { ifname: link.clone(), gateway: Some(v4("fd00:3::1")), family: IpFamily::V6 },
             ]
         );
     }
@@ -1070,28 +884,16 @@ mod tests {
         let old = netns.veth_with("so", "10.4.0.2/24");
         let new = netns.veth_with("sn", "10.5.0.2/24");
         netns.ip(&["route", "add", "default", "via", "10.4.0.1", "dev", &old]);
-        netns.ip(&[
-            "route", "add", "default", "via", "10.4.0.3", "dev", &old, "metric", "50",
-        ]);
+        netns.ip(&["route", "add", "default", "via", "10.4.0.3", "dev", &old, "metric", "50"]);
 
-        Netlink
-            .set_default_route(&netns.path, &new, v4("10.5.0.1"))
-            .await
-            .expect("set default route");
+        Netlink.set_default_route(&netns.path, &new, v4("10.5.0.1")).await.expect("set default route");
 
         let routes = Netlink.default_routes(&netns.path).await.expect("routes");
         assert_eq!(
             routes,
-            vec![DefaultRoute {
-                ifname: new.clone(),
-                gateway: Some(v4("10.5.0.1")),
-                family: IpFamily::V4,
-            }]
+            vec![DefaultRoute { ifname: new.clone(), gateway: Some(v4("10.5.0.1")), family: IpFamily::V4 }]
         );
-        assert_eq!(
-            netns.default_routes_shown("-4"),
-            vec![format!("default via 10.5.0.1 dev {new}")]
-        );
+        assert_eq!(netns.default_routes_shown("-4"), vec![format!("default via 10.5.0.1 dev {new}")]);
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -1102,28 +904,14 @@ mod tests {
         let netns = TestNetns::new();
         let link = netns.veth_with("id", "10.6.0.2/24");
         for _ in 0..2 {
-            Netlink
-                .set_default_route(&netns.path, &link, v4("10.6.0.1"))
-                .await
-                .expect("set default route");
-            assert_eq!(
-                netns.default_routes_shown("-4"),
-                vec![format!("default via 10.6.0.1 dev {link}")]
-            );
+            Netlink.set_default_route(&netns.path, &link, v4("10.6.0.1")).await.expect("set default route");
+            assert_eq!(netns.default_routes_shown("-4"), vec![format!("default via 10.6.0.1 dev {link}")]);
         }
         // An identical route with another metric is kept, not duplicated.
         netns.ip(&["route", "flush", "default"]);
-        netns.ip(&[
-            "route", "add", "default", "via", "10.6.0.1", "dev", &link, "metric", "7",
-        ]);
-        Netlink
-            .set_default_route(&netns.path, &link, v4("10.6.0.1"))
-            .await
-            .expect("set default route");
-        assert_eq!(
-            netns.default_routes_shown("-4"),
-            vec![format!("default via 10.6.0.1 dev {link} metric 7")]
-        );
+        netns.ip(&["route", "add", "default", "via", "10.6.0.1", "dev", &link, "metric", "7"]);
+        Netlink.set_default_route(&netns.path, &link, v4("10.6.0.1")).await.expect("set default route");
+        assert_eq!(netns.default_routes_shown("-4"), vec![format!("default via 10.6.0.1 dev {link} metric 7")]);
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -1136,32 +924,14 @@ mod tests {
         let new = netns.veth_with("6n", "fd00:8::2/64");
         netns.ip(&["addr", "add", "10.7.0.2/24", "dev", &old]);
         netns.ip(&["route", "add", "default", "via", "10.7.0.1", "dev", &old]);
-        netns.ip(&[
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            "fd00:7::1",
-            "dev",
-            &old,
-        ]);
+        netns.ip(&["-6", "route", "add", "default", "via", "fd00:7::1", "dev", &old]);
 
-        Netlink
-            .set_default_route(&netns.path, &new, v4("fd00:8::1"))
-            .await
-            .expect("set default route");
+        Netlink.set_default_route(&netns.path, &new, v4("fd00:8::1")).await.expect("set default route");
 
         let shown = netns.default_routes_shown("-6");
         assert_eq!(shown.len(), 1, "{shown:?}");
-        assert!(
-            shown[0].starts_with(&format!("default via fd00:8::1 dev {new} ")),
-            "{shown:?}"
-        );
-        assert_eq!(
-            netns.default_routes_shown("-4"),
-            vec![format!("default via 10.7.0.1 dev {old}")]
-        );
+        assert!(shown[0].starts_with(&format!("default via fd00:8::1 dev {new} ")), "{shown:?}");
+        assert_eq!(netns.default_routes_shown("-4"), vec![format!("default via 10.7.0.1 dev {old}")]);
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -1173,9 +943,7 @@ mod tests {
         let link = netns.veth_with("ml", "10.9.0.2/24");
         netns.ip(&["route", "add", "default", "via", "10.9.0.1", "dev", &link]);
 
-        let result = Netlink
-            .set_default_route(&netns.path, "nosuchlink0", v4("10.9.0.1"))
-            .await;
+        let result = Netlink.set_default_route(&netns.path, "nosuchlink0", v4("10.9.0.1")).await;
 
         assert!(
             matches!(&result, Err(NetnsError::LinkNotFound { ifname, .. }) if ifname == "nosuchlink0"),
@@ -1193,43 +961,17 @@ mod tests {
         let link = netns.veth_with("dd", "10.10.0.2/24");
         netns.ip(&["addr", "add", "fd00:10::2/64", "dev", &link, "nodad"]);
         netns.ip(&["route", "add", "default", "via", "10.10.0.1", "dev", &link]);
-        netns.ip(&[
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            "fd00:10::1",
-            "dev",
-            &link,
-        ]);
-        netns.ip(&[
-            "-6",
-            "route",
-            "add",
-            "unreachable",
-            "default",
-            "metric",
-            "4000",
-        ]);
+        netns.ip(&["-6", "route", "add", "default", "via", "fd00:10::1", "dev", &link]);
+        netns.ip(&["-6", "route", "add", "unreachable", "default", "metric", "4000"]);
 
-        Netlink
-            .delete_default_routes(&netns.path, IpFamily::V6)
-            .await
-            .expect("delete v6");
+        Netlink.delete_default_routes(&netns.path, IpFamily::V6).await.expect("delete v6");
         assert!(netns.default_routes_shown("-6").is_empty());
         assert_eq!(netns.default_routes_shown("-4").len(), 1);
 
-        Netlink
-            .delete_default_routes(&netns.path, IpFamily::V4)
-            .await
-            .expect("delete v4");
+        Netlink.delete_default_routes(&netns.path, IpFamily::V4).await.expect("delete v4");
         assert!(netns.default_routes_shown("-4").is_empty());
         // Nothing left to delete is fine.
-        Netlink
-            .delete_default_routes(&netns.path, IpFamily::V4)
-            .await
-            .expect("delete v4 again");
+        Netlink.delete_default_routes(&netns.path, IpFamily::V4).await.expect("delete v4 again");
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -1243,14 +985,8 @@ mod tests {
 
         let netns = TestNetns::new();
         let link = netns.veth_with("ht", "10.11.0.2/24");
-        Netlink
-            .set_default_route(&netns.path, &link, v4("10.11.0.1"))
-            .await
-            .expect("set default route");
-        Netlink
-            .delete_default_routes(&netns.path, IpFamily::V4)
-            .await
-            .expect("delete default routes");
+        Netlink.set_default_route(&netns.path, &link, v4("10.11.0.1")).await.expect("set default route");
+        Netlink.delete_default_routes(&netns.path, IpFamily::V4).await.expect("delete default routes");
         let failed = Netlink.set_default_route(&netns.path, "nosuchlink0", v4("10.11.0.1"));
         assert!(failed.await.is_err());
         assert_eq!(thread_netns(), thread);
@@ -1259,10 +995,7 @@ mod tests {
         assert_eq!(host_link, None);
         let lo = Netlink.host_link("lo").await.expect("host lo");
         assert!(lo.is_some_and(|lo| lo.up));
-        Netlink
-            .host_default_routes()
-            .await
-            .expect("host default routes");
+        Netlink.host_default_routes().await.expect("host default routes");
 
         assert_eq!(thread_netns(), thread);
         assert_eq!(ip(&["-4", "route", "show", "default"]), host_v4);
@@ -1283,10 +1016,7 @@ mod tests {
             panic!("panicking inside the netns on purpose");
         }));
         assert!(result.is_err());
-        assert!(
-            inside.as_ref().is_some_and(|inside| *inside != before),
-            "{inside:?}"
-        );
+        assert!(inside.as_ref().is_some_and(|inside| *inside != before), "{inside:?}");
         assert_eq!(thread_netns(), before);
     }
 
@@ -1294,31 +1024,20 @@ mod tests {
     fn next_hops_expands_multipath_routes() {
         let mut hop = rtnetlink::packet_route::route::RouteNextHop::default();
         hop.interface_index = 3;
-        hop.attributes = vec![RouteAttribute::Gateway(RouteAddress::Inet(Ipv4Addr::new(
-            10, 0, 0, 1,
-        )))];
+        hop.attributes = vec![RouteAttribute::Gateway(RouteAddress::Inet(Ipv4Addr::new(10, 0, 0, 1)))];
         let mut other = hop.clone();
         other.interface_index = 4;
         other.attributes.clear();
         let mut route = RouteMessage::default();
-        route.attributes = vec![
-            RouteAttribute::Table(MAIN_TABLE),
-            RouteAttribute::MultiPath(vec![hop, other]),
-        ];
+        route.attributes = vec![RouteAttribute::Table(MAIN_TABLE), RouteAttribute::MultiPath(vec![hop, other])];
 
-        assert_eq!(
-            next_hops(&route),
-            vec![(3, Some(v4("10.0.0.1"))), (4, None)]
-        );
+        assert_eq!(next_hops(&route), vec![(3, Some(v4("10.0.0.1"))), (4, None)]);
         assert_eq!(route_table(&route), MAIN_TABLE);
     }
 
     #[test]
     fn mac_is_lower_case_colon_separated() {
-        assert_eq!(
-            format_mac(&[0x02, 0xAB, 0, 0x0c, 0xd0, 0xff]),
-            "02:ab:00:0c:d0:ff"
-        );
+        assert_eq!(format_mac(&[0x02, 0xAB, 0, 0x0c, 0xd0, 0xff]), "02:ab:00:0c:d0:ff");
     }
 
     fn fake_link(name: &str) -> LinkInfo {
@@ -1339,59 +1058,32 @@ mod tests {
         let fake = FakeNetns::new();
         fake.add_link(pod, fake_link("eth0"));
         fake.add_link(pod, fake_link("net1"));
-        let v6_route = DefaultRoute {
-            ifname: "eth0".to_owned(),
-            gateway: Some(v4("fd00::1")),
-            family: IpFamily::V6,
-        };
+        let v6_route = DefaultRoute { ifname: "eth0".to_owned(), gateway: Some(v4("fd00::1")), family: IpFamily::V6 };
         fake.add_default_route(pod, v6_route.clone());
         fake.add_default_route(
             pod,
-            DefaultRoute {
-                ifname: "eth0".to_owned(),
-                gateway: Some(v4("10.0.0.1")),
-                family: IpFamily::V4,
-            },
+            DefaultRoute { ifname: "eth0".to_owned(), gateway: Some(v4("10.0.0.1")), family: IpFamily::V4 },
         );
 
-        fake.set_default_route(pod, "net1", v4("10.1.0.1"))
-            .await
-            .expect("set");
-        let net1_route = DefaultRoute {
-            ifname: "net1".to_owned(),
-            gateway: Some(v4("10.1.0.1")),
-            family: IpFamily::V4,
-        };
+        fake.set_default_route(pod, "net1", v4("10.1.0.1")).await.expect("set");
+        let net1_route =
+            DefaultRoute { ifname: "net1".to_owned(), gateway: Some(v4("10.1.0.1")), family: IpFamily::V4 };
         let routes = fake.default_routes(pod).await.expect("routes");
         assert_eq!(routes, vec![v6_route, net1_route.clone()]);
 
-        fake.delete_default_routes(pod, IpFamily::V6)
-            .await
-            .expect("delete");
-        assert_eq!(
-            fake.default_routes(pod).await.expect("routes"),
-            vec![net1_route]
-        );
+        fake.delete_default_routes(pod, IpFamily::V6).await.expect("delete");
+        assert_eq!(fake.default_routes(pod).await.expect("routes"), vec![net1_route]);
 
         let missing_link = fake.set_default_route(pod, "net9", v4("10.1.0.1")).await;
         assert!(matches!(missing_link, Err(NetnsError::LinkNotFound { .. })));
-        assert_eq!(
-            fake.link(pod, "net1").await.expect("link"),
-            Some(fake_link("net1"))
-        );
+        assert_eq!(fake.link(pod, "net1").await.expect("link"), Some(fake_link("net1")));
         assert_eq!(fake.link(pod, "net9").await.expect("link"), None);
 
         assert_eq!(
             fake.calls()[..2],
             [
-                FakeCall::SetDefaultRoute {
-                    netns: pod.to_owned(),
-                    ifname: "net1".to_owned(),
-                    gateway: v4("10.1.0.1"),
-                },
-                FakeCall::DefaultRoutes {
-                    netns: pod.to_owned()
-                },
+                FakeCall::SetDefaultRoute { netns: pod.to_owned(), ifname: "net1".to_owned(), gateway: v4("10.1.0.1") },
+                FakeCall::DefaultRoutes { netns: pod.to_owned() },
             ]
         );
         assert_eq!(fake.calls().len(), 7);
@@ -1406,16 +1098,10 @@ mod tests {
 
         fake.remove_netns(pod);
         let result = fake.delete_default_routes(pod, IpFamily::V4).await;
-        assert!(
-            matches!(result, Err(NetnsError::NotFound { .. })),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(NetnsError::NotFound { .. })), "{result:?}");
         assert_eq!(
             fake.calls().last(),
-            Some(&FakeCall::DeleteDefaultRoutes {
-                netns: pod.to_owned(),
-                family: IpFamily::V4
-            })
+            Some(&FakeCall::DeleteDefaultRoutes { netns: pod.to_owned(), family: IpFamily::V4 })
         );
     }
 }

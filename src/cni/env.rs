@@ -23,9 +23,7 @@ impl Command {
             "STATUS" => Command::Status,
             "VERSION" => Command::Version,
             other => {
-                return Err(CniError::invalid_env(format!(
-                    "unknown CNI_COMMAND: {other}"
-                )));
+                return Err(CniError::invalid_env(format!("unknown CNI_COMMAND: {other}")));
             }
         })
     }
@@ -62,18 +60,11 @@ impl CniArgs {
 
     /// The first value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     pub fn to_env_string(&self) -> String {
-        self.0
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(";")
+        self.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")
     }
 
     /// Set `key` when it has no non-empty value yet, else append (Multus' merge rule).
@@ -94,41 +85,22 @@ pub struct K8sArgs {
     pub infra_container_id: String,
 }
 
-const KNOWN_ARGS: [&str; 6] = [
-    "IgnoreUnknown",
-    "IP",
-    "K8S_POD_NAME",
-    "K8S_POD_NAMESPACE",
-    "K8S_POD_INFRA_CONTAINER_ID",
-    "K8S_POD_UID",
-];
+const KNOWN_ARGS: [&str; 6] =
+    ["IgnoreUnknown", "IP", "K8S_POD_NAME", "K8S_POD_NAMESPACE", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID"];
 
 impl K8sArgs {
     /// As Go Multus' `GetK8sArgs` (libcni `LoadArgs`): any key order; an unknown key is an
     /// error unless `IgnoreUnknown` is `1`/`true` (every runtime sends it).
     pub fn from_args(args: &CniArgs) -> Result<K8sArgs> {
-        let ignore_unknown = match args
-            .get("IgnoreUnknown")
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
+        let ignore_unknown = match args.get("IgnoreUnknown").map(str::to_ascii_lowercase).as_deref() {
             None | Some("0") | Some("false") => false,
             Some("1") | Some("true") => true,
             Some(other) => {
-                return Err(CniError::invalid_env(format!(
-                    "CNI_ARGS: IgnoreUnknown: invalid boolean {other:?}"
-                )));
+                return Err(CniError::invalid_env(format!("CNI_ARGS: IgnoreUnknown: invalid boolean {other:?}")));
             }
         };
-        if !ignore_unknown
-            && let Some((k, _)) = args
-                .0
-                .iter()
-                .find(|(k, _)| !KNOWN_ARGS.contains(&k.as_str()))
-        {
-            return Err(CniError::invalid_env(format!(
-                "CNI_ARGS: unknown args [\"{k}\"]"
-            )));
+        if !ignore_unknown && let Some((k, _)) = args.0.iter().find(|(k, _)| !KNOWN_ARGS.contains(&k.as_str())) {
+            return Err(CniError::invalid_env(format!("CNI_ARGS: unknown args [\"{k}\"]")));
         }
         let get = |k| args.get(k).unwrap_or_default().to_string();
         Ok(K8sArgs {
@@ -174,20 +146,13 @@ pub fn validate_ifname(name: &str) -> Result<(), String> {
         return Err("interface name is empty".into());
     }
     if name.len() > 15 {
-        return Err(format!(
-            "interface name {name:?} is too long (max 15 bytes)"
-        ));
+        return Err(format!("interface name {name:?} is too long (max 15 bytes)"));
     }
     if name == "." || name == ".." {
         return Err(format!("interface name {name:?} is not a valid name"));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| *c == '/' || *c == ':' || c.is_whitespace())
-    {
-        return Err(format!(
-            "interface name {name:?} contains an invalid character {c:?}"
-        ));
+    if let Some(c) = name.chars().find(|c| *c == '/' || *c == ':' || c.is_whitespace()) {
+        return Err(format!("interface name {name:?} contains an invalid character {c:?}"));
     }
     Ok(())
 }
@@ -204,40 +169,22 @@ impl CniEnv {
             ("CNI_IFNAME", &[Add, Check, Del]),
             ("CNI_PATH", &[Add, Check, Del, Gc, Status]),
         ];
-        let missing: Vec<&str> = required
-            .iter()
-            .filter(|(k, cmds)| cmds.contains(&command) && var(k).is_empty())
-            .map(|(k, _)| *k)
-            .collect();
+        let missing: Vec<&str> =
+            required.iter().filter(|(k, cmds)| cmds.contains(&command) && var(k).is_empty()).map(|(k, _)| *k).collect();
         if !missing.is_empty() {
-            return Err(CniError::invalid_env(format!(
-                "required env variables [{}] missing",
-                missing.join(",")
-            )));
+            return Err(CniError::invalid_env(format!("required env variables [{}] missing", missing.join(","))));
         }
         let container_id = var("CNI_CONTAINERID");
         if !container_id.is_empty() && !valid_container_id(&container_id) {
-            return Err(CniError::invalid_env(format!(
-                "invalid characters in container ID {container_id:?}"
-            )));
+            return Err(CniError::invalid_env(format!("invalid characters in container ID {container_id:?}")));
         }
         let ifname = var("CNI_IFNAME");
         if !ifname.is_empty() {
-            validate_ifname(&ifname)
-                .map_err(|e| CniError::invalid_env(format!("CNI_IFNAME: {e}")))?;
+            validate_ifname(&ifname).map_err(|e| CniError::invalid_env(format!("CNI_IFNAME: {e}")))?;
         }
         let args = CniArgs::parse(&var("CNI_ARGS"))?;
-        let path = std::env::split_paths(&var("CNI_PATH"))
-            .filter(|p| !p.as_os_str().is_empty())
-            .collect();
-        Ok(CniEnv {
-            command,
-            container_id,
-            netns: var("CNI_NETNS"),
-            ifname,
-            args,
-            path,
-        })
+        let path = std::env::split_paths(&var("CNI_PATH")).filter(|p| !p.as_os_str().is_empty()).collect();
+        Ok(CniEnv { command, container_id, netns: var("CNI_NETNS"), ifname, args, path })
     }
 
     pub fn from_process() -> Result<CniEnv> {
@@ -257,10 +204,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> Result<CniEnv> {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         CniEnv::from_lookup(|k| m.get(k).cloned())
     }
 
@@ -278,18 +222,9 @@ mod tests {
         assert_eq!(e.path.len(), 2);
         let err = env(&[("CNI_COMMAND", "ADD")]).unwrap_err();
         assert_eq!(err.code, 4);
-        assert_eq!(
-            err.msg,
-            "required env variables [CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME,CNI_PATH] missing"
-        );
+        assert_eq!(err.msg, "required env variables [CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME,CNI_PATH] missing");
         // DEL does not need a netns
-        env(&[
-            ("CNI_COMMAND", "DEL"),
-            ("CNI_CONTAINERID", "a"),
-            ("CNI_IFNAME", "eth0"),
-            ("CNI_PATH", "/a"),
-        ])
-        .unwrap();
+        env(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "a"), ("CNI_IFNAME", "eth0"), ("CNI_PATH", "/a")]).unwrap();
         env(&[("CNI_COMMAND", "STATUS"), ("CNI_PATH", "/a")]).unwrap();
         env(&[("CNI_COMMAND", "VERSION")]).unwrap();
         assert_eq!(env(&[("CNI_COMMAND", "FOO")]).unwrap_err().code, 4);
@@ -311,16 +246,10 @@ mod tests {
 
     #[test]
     fn k8s_args_any_order_and_unknown_keys() {
-        let a = CniArgs::parse(
-            "K8S_POD_UID=u;IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;FOO=a=b",
-        )
-        .unwrap();
+        let a = CniArgs::parse("K8S_POD_UID=u;IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;FOO=a=b").unwrap();
         assert_eq!(a.get("FOO"), Some("a=b"));
         let k = K8sArgs::from_args(&a).unwrap();
-        assert_eq!(
-            (k.namespace.as_str(), k.name.as_str(), k.uid.as_str()),
-            ("ns", "p", "u")
-        );
+        assert_eq!((k.namespace.as_str(), k.name.as_str(), k.uid.as_str()), ("ns", "p", "u"));
         let strict = CniArgs::parse("K8S_POD_NAME=p;FOO=1").unwrap();
         assert_eq!(K8sArgs::from_args(&strict).unwrap_err().code, 4);
         assert_eq!(CniArgs::parse("novalue").unwrap_err().code, 4);

@@ -120,10 +120,7 @@ fn is_v4(cidr: &str) -> bool {
 }
 
 fn decode_err(version: &str, e: impl std::fmt::Display) -> CniError {
-    CniError::new(
-        code::DECODE,
-        format!("cannot decode a cniVersion {version} result: {e}"),
-    )
+    CniError::new(code::DECODE, format!("cannot decode a cniVersion {version} result: {e}"))
 }
 
 impl CniResult {
@@ -131,10 +128,7 @@ impl CniResult {
     /// result itself carries no `cniVersion` (the version of the config that produced it).
     pub fn from_value(value: &Value, fallback_version: &str) -> Result<CniResult, CniError> {
         if !value.is_object() {
-            return Err(CniError::new(
-                code::DECODE,
-                "a CNI result must be a JSON object",
-            ));
+            return Err(CniError::new(code::DECODE, "a CNI result must be a JSON object"));
         }
         let version = match value.get("cniVersion").and_then(Value::as_str) {
             Some(v) if !v.is_empty() => v.to_string(),
@@ -142,18 +136,10 @@ impl CniResult {
         };
         let parsed = Version::of_config(&version)?;
         let mut result = if parsed < Version::V0_3_0 {
-            let legacy: LegacyResult =
-                serde_json::from_value(value.clone()).map_err(|e| decode_err(&version, e))?;
-            let mut r = CniResult {
-                dns: legacy.dns,
-                ..Default::default()
-            };
+            let legacy: LegacyResult = serde_json::from_value(value.clone()).map_err(|e| decode_err(&version, e))?;
+            let mut r = CniResult { dns: legacy.dns, ..Default::default() };
             for block in [legacy.ip4, legacy.ip6].into_iter().flatten() {
-                r.ips.push(IpConfig {
-                    interface: None,
-                    address: block.ip,
-                    gateway: block.gateway,
-                });
+                r.ips.push(IpConfig { interface: None, address: block.ip, gateway: block.gateway });
                 r.routes.extend(block.routes.into_iter().map(|lr| Route {
                     dst: lr.dst,
                     gw: lr.gw,
@@ -163,26 +149,19 @@ impl CniResult {
             r
         } else {
             // 0.3.x/0.4.0 differ from 1.x only by `ips[].version`, which serde ignores.
-            serde_json::from_value::<CniResult>(value.clone())
-                .map_err(|e| decode_err(&version, e))?
+            serde_json::from_value::<CniResult>(value.clone()).map_err(|e| decode_err(&version, e))?
         };
         result.cni_version = version;
         for ip in &result.ips {
             if cidr_ip(&ip.address).is_none() {
-                return Err(decode_err(
-                    &result.cni_version,
-                    format!("invalid IP address {:?}", ip.address),
-                ));
+                return Err(decode_err(&result.cni_version, format!("invalid IP address {:?}", ip.address)));
             }
             if let Some(i) = ip.interface
                 && i >= result.interfaces.len()
             {
                 return Err(decode_err(
                     &result.cni_version,
-                    format!(
-                        "ip {} references interface {i}, which does not exist",
-                        ip.address
-                    ),
+                    format!("ip {} references interface {i}, which does not exist", ip.address),
                 ));
             }
         }
@@ -195,8 +174,7 @@ impl CniResult {
         let target = Version::of_config(version)?;
         let version = if version.is_empty() { "0.1.0" } else { version };
         if target >= Version::V1_0_0 {
-            let mut v =
-                serde_json::to_value(self).map_err(|e| CniError::new(code::IO, e.to_string()))?;
+            let mut v = serde_json::to_value(self).map_err(|e| CniError::new(code::IO, e.to_string()))?;
             v["cniVersion"] = version.into();
             return Ok(v);
         }
@@ -247,16 +225,9 @@ impl CniResult {
                     .routes
                     .iter()
                     .filter(|r| is_v4(&r.dst) == want_v4)
-                    .map(|r| LegacyRoute {
-                        dst: r.dst.clone(),
-                        gw: r.gw.clone(),
-                    })
+                    .map(|r| LegacyRoute { dst: r.dst.clone(), gw: r.gw.clone() })
                     .collect();
-                let block = LegacyIp {
-                    ip: ip.address.clone(),
-                    gateway: ip.gateway.clone(),
-                    routes,
-                };
+                let block = LegacyIp { ip: ip.address.clone(), gateway: ip.gateway.clone(), routes };
                 v[key] = serde_json::to_value(block).unwrap_or_default();
             }
         }
@@ -270,10 +241,7 @@ impl CniResult {
 
     /// Interfaces inside the sandbox (the pod's netns), with their index.
     pub fn sandbox_interfaces(&self) -> impl Iterator<Item = (usize, &Interface)> {
-        self.interfaces
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| i.sandbox.as_deref().is_some_and(|s| !s.is_empty()))
+        self.interfaces.iter().enumerate().filter(|(_, i)| i.sandbox.as_deref().is_some_and(|s| !s.is_empty()))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -356,10 +324,7 @@ mod tests {
 
     #[test]
     fn rejects_lies() {
-        assert_eq!(
-            CniResult::from_value(&v("[]"), "1.0.0").unwrap_err().code,
-            6
-        );
+        assert_eq!(CniResult::from_value(&v("[]"), "1.0.0").unwrap_err().code, 6);
         let bad_ip = r#"{"cniVersion":"1.0.0","ips":[{"address":"banana"}]}"#;
         assert_eq!(CniResult::from_value(&v(bad_ip), "").unwrap_err().code, 6);
         let bad_idx = r#"{"cniVersion":"1.0.0","ips":[{"interface":3,"address":"10.0.0.1/8"}]}"#;
@@ -367,11 +332,6 @@ mod tests {
         let unknown = r#"{"cniVersion":"7.0.0"}"#;
         assert_eq!(CniResult::from_value(&v(unknown), "").unwrap_err().code, 1);
         // no cniVersion: the config's version is assumed
-        assert_eq!(
-            CniResult::from_value(&v(r#"{"ips":[]}"#), "0.4.0")
-                .unwrap()
-                .cni_version,
-            "0.4.0"
-        );
+        assert_eq!(CniResult::from_value(&v(r#"{"ips":[]}"#), "0.4.0").unwrap().cni_version, "0.4.0");
     }
 }

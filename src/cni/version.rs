@@ -4,9 +4,7 @@ use crate::error::{CniError, code};
 use std::fmt;
 
 /// Every spec version this plugin speaks, oldest first (VERSION's `supportedVersions`).
-pub const SUPPORTED_VERSIONS: [&str; 7] = [
-    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
-];
+pub const SUPPORTED_VERSIONS: [&str; 7] = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 /// The newest version; VERSION answers in it when the caller names none.
 pub const LATEST: &str = "1.1.0";
 
@@ -38,9 +36,7 @@ impl Version {
             Some(v) if SUPPORTED_VERSIONS.contains(&s) => Ok(v),
             _ => Err(CniError::new(
                 code::INCOMPATIBLE_VERSION,
-                format!(
-                    "incompatible CNI versions: config is \"{s}\", plugin supports {SUPPORTED_VERSIONS:?}"
-                ),
+                format!("incompatible CNI versions: config is \"{s}\", plugin supports {SUPPORTED_VERSIONS:?}"),
             )),
         }
     }

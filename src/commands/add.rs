@@ -7,9 +7,13 @@ use crate::cni::{CniResult, K8sArgs};
 use crate::config::MultusConf;
 use crate::delegate::{self, Delegate, PluginExec};
 use crate::error::{CniError, Result, code};
+use crate::k8s::client::Kube;
+use crate::k8s::pod::{self, Plan, PodInfo, PodLookup};
+use crate::k8s::status;
 use crate::netns::NetnsOps;
 use serde_json::Value;
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -18,10 +22,152 @@ pub async fn add<E: PluginExec, N: NetnsOps>(node: &Node<E, N>) -> Result<Value>
     conf.require_networks()?;
     let k8s = node.k8s_args()?;
     wait_for_readiness(conf, &k8s).await?;
-    let plan = node.static_delegates()?;
-    validate_plan(node, &k8s, &plan).await?;
-    let results = run_delegates(node, &k8s, &plan).await?;
-    master_result(conf, &plan, &results)
+    // The client is built only here: no other verb needs the API.
+    let kube = if k8s.has_pod() { Kube::connect(conf, conf.api_timeout()).await? } else { None };
+    let pod = match &kube {
+        Some(kube) => match pod::lookup(node, kube, &k8s).await? {
+            PodLookup::Found(p) => Some(p),
+            // As Go Multus: the pod is already gone (a racing deletion); succeed
+            // without running anything so the runtime can tear the sandbox down.
+            PodLookup::NotFound => {
+                tracing::warn!("{} pod not found in the API; returning an empty result", k8s.tag());
+                return pod_not_found_result(node);
+            }
+        },
+        None => None,
+    };
+    let plan = pod::plan(node, kube.as_ref(), &k8s, pod.as_ref()).await?;
+    let delegates = &plan.delegates;
+    validate_plan(node, &k8s, delegates).await?;
+    let mut results = run_delegates(node, &k8s, delegates).await?;
+    if let Err(e) = apply_default_routes(node, &k8s, &plan, &mut results).await {
+        rollback(node, &k8s, delegates, &results).await;
+        return Err(e);
+    }
+    if let (Some(kube), Some(pod)) = (&kube, &pod)
+        && let Err(e) = publish(node, kube, pod, &plan, &results).await
+    {
+        rollback(node, &k8s, delegates, &results).await;
+        return Err(e.context(k8s.tag()));
+    }
+    master_result(conf, delegates, &results)
+}
+
+/// Go Multus' answer for a pod the API does not know: one interface, `0.0.0.0/0`.
+fn pod_not_found_result<E, N>(node: &Node<E, N>) -> Result<Value> {
+    let result = CniResult {
+        cni_version: node.conf.cni_version.clone(),
+        interfaces: vec![crate::cni::result::Interface {
+            name: node.env.ifname.clone(),
+            sandbox: Some(node.env.netns.clone()),
+            ..Default::default()
+        }],
+        ips: vec![crate::cni::result::IpConfig {
+            interface: None,
+            address: "0.0.0.0/0".into(),
+            gateway: Some("0.0.0.0".into()),
+        }],
+        ..Default::default()
+    };
+    result.to_value(&node.conf.cni_version)
+}
+
+/// `default-route` requests: per family, the requested gateway becomes the only
+/// default route in the pod (Go Multus deletes both families everywhere and, with
+/// netlink >= 1.3, nothing at all: #1011, #1444, PR #1552). The cached results (and
+/// so the status and the result we print) are kept consistent with the netns.
+async fn apply_default_routes<E: PluginExec, N: NetnsOps>(
+    node: &Node<E, N>,
+    k8s: &K8sArgs,
+    plan: &Plan,
+    results: &mut [Value],
+) -> Result<()> {
+    let netns = Path::new(&node.env.netns);
+    let mut taken: Vec<(usize, IpAddr)> = Vec::new();
+    for (i, req) in plan.default_routes.iter().enumerate() {
+        for gw in req.iter().flatten() {
+            let d = &plan.delegates[i];
+            node.netns.set_default_route(netns, &d.ifname, *gw).await.map_err(|e| {
+                CniError::new(
+                    code::NETNS,
+                    format!("{} error setting default gateway {gw} on {}: {e}", k8s.tag(), d.ifname),
+                )
+            })?;
+            taken.push((i, *gw));
+        }
+    }
+    if taken.is_empty() {
+        return Ok(());
+    }
+    for (i, d) in plan.delegates.iter().enumerate() {
+        let Some(raw) = results.get_mut(i) else { continue };
+        let mut r = CniResult::from_value(raw, d.config.cni_version())?;
+        for (owner, gw) in &taken {
+            let v4 = gw.is_ipv4();
+            r.routes.retain(|rt| {
+                !(is_default(&rt.dst) && crate::cni::result::cidr_ip(&rt.dst).is_some_and(|ip| ip.is_ipv4() == v4))
+            });
+            if *owner == i {
+                let dst = if v4 { "0.0.0.0/0" } else { "::/0" };
+                r.routes.push(crate::cni::result::Route {
+                    dst: dst.into(),
+                    gw: Some(gw.to_string()),
+                    ..Default::default()
+                });
+            }
+        }
+        *raw = r.to_value(if r.cni_version.is_empty() { d.config.cni_version() } else { &r.cni_version })?;
+        let rt = node.runtime_conf(k8s, d);
+        node.save_result(d, &rt, raw)?;
+    }
+    Ok(())
+}
+
+fn is_default(dst: &str) -> bool {
+    dst.ends_with("/0")
+}
+
+/// Write the network-status annotation and send the AddedInterface events, at once.
+async fn publish<E: PluginExec, N: NetnsOps>(
+    node: &Node<E, N>,
+    kube: &Kube,
+    pod: &PodInfo,
+    plan: &Plan,
+    results: &[Value],
+) -> Result<()> {
+    let netns = Path::new(&node.env.netns);
+    let mut entries = Vec::new();
+    let mut events = Vec::new();
+    for (i, d) in plan.delegates.iter().enumerate() {
+        let Some(raw) = results.get(i) else { continue };
+        let r = CniResult::from_value(raw, d.config.cni_version())?;
+        if !r.is_empty() {
+            events.push(("Normal", "AddedInterface", status::added_interface_message(&d.ifname, &r, &d.name)));
+        }
+        let gws = plan.default_routes.get(i).cloned().flatten().unwrap_or_default();
+        for mut e in status::entries(&d.name, &d.ifname, d.master, &r, &gws) {
+            // Fill what the result lacks (Calico reports no sandbox interface) from the netns.
+            if e.mac.is_empty() && !e.interface.is_empty() {
+                if let Ok(Some(link)) = node.netns.link(netns, &e.interface).await {
+                    e.mac = link.mac.unwrap_or_default();
+                } else if e.interface == d.ifname && r.sandbox_interfaces().next().is_none() {
+                    e.interface.clear(); // we cannot confirm it: say nothing rather than guess
+                }
+            }
+            entries.push(e);
+        }
+    }
+    let value = status::annotation_value(&entries);
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(status::NETWORK_STATUS_ANNOTATION.into(), value.clone().into());
+    if node.conf.write_legacy_networks_status {
+        annotations.insert(status::LEGACY_NETWORKS_STATUS_ANNOTATION.into(), value.into());
+    }
+    let (patched, ()) = futures::join!(
+        kube.set_pod_annotations(&pod.namespace, &pod.name, &annotations),
+        pod::send_events(kube, pod, events)
+    );
+    patched
 }
 
 /// Everything that can be checked before anything runs: binaries, interface names
@@ -43,9 +189,8 @@ pub async fn validate_plan<E: PluginExec, N: NetnsOps>(
                 d.name
             )));
         }
-        crate::cni::env::validate_ifname(&d.ifname).map_err(|e| {
-            CniError::invalid_config(format!("{} network {:?}: {e}", k8s.tag(), d.name))
-        })?;
+        crate::cni::env::validate_ifname(&d.ifname)
+            .map_err(|e| CniError::invalid_config(format!("{} network {:?}: {e}", k8s.tag(), d.name)))?;
         if node
             .netns
             .link(Path::new(&node.env.netns), &d.ifname)
@@ -86,28 +231,13 @@ pub async fn run_delegates<E: PluginExec, N>(
         };
         match outcome {
             Ok(result) => {
-                tracing::info!(
-                    "{} added {} ({}) in {:?}",
-                    k8s.tag(),
-                    d.ifname,
-                    d.name,
-                    started.elapsed()
-                );
+                tracing::info!("{} added {} ({}) in {:?}", k8s.tag(), d.ifname, d.name, started.elapsed());
                 results.push(result);
             }
             Err(e) => {
                 rollback(node, k8s, &plan[..=i], &results).await;
-                let tag = format!(
-                    "[{}/{}/{}:{}]",
-                    k8s.namespace,
-                    k8s.name,
-                    k8s.uid,
-                    d.config.name()
-                );
-                return Err(e.context(format!(
-                    "{tag}: error adding container to network {:?}",
-                    d.config.name()
-                )));
+                let tag = format!("[{}/{}/{}:{}]", k8s.namespace, k8s.name, k8s.uid, d.config.name());
+                return Err(e.context(format!("{tag}: error adding container to network {:?}", d.config.name())));
             }
         }
     }
@@ -115,23 +245,12 @@ pub async fn run_delegates<E: PluginExec, N>(
 }
 
 /// DEL `done` in reverse; errors are logged, not returned (the ADD error is what matters).
-pub async fn rollback<E: PluginExec, N>(
-    node: &Node<E, N>,
-    k8s: &K8sArgs,
-    done: &[Delegate],
-    results: &[Value],
-) {
+pub async fn rollback<E: PluginExec, N>(node: &Node<E, N>, k8s: &K8sArgs, done: &[Delegate], results: &[Value]) {
     let cni_dir = node.cni_dir();
     for (j, d) in done.iter().enumerate().rev() {
         let rt = node.runtime_conf(k8s, d);
         if let Err(e) = delegate::del_network(&node.exec, &d.config, &rt, results.get(j)).await {
-            tracing::error!(
-                "{} rollback of {} ({}) failed: {}",
-                k8s.tag(),
-                d.ifname,
-                d.name,
-                e.msg
-            );
+            tracing::error!("{} rollback of {} ({}) failed: {}", k8s.tag(), d.ifname, d.name, e.msg);
         }
         cache::remove_result(&cni_dir, d.config.name(), &node.env.container_id, &d.ifname);
     }
@@ -144,9 +263,7 @@ pub async fn rollback<E: PluginExec, N>(
 /// output in the input's version; Go Multus prints the master's own).
 pub fn master_result(conf: &MultusConf, plan: &[Delegate], results: &[Value]) -> Result<Value> {
     let i = plan.iter().position(|d| d.master).unwrap_or(0);
-    let raw = results
-        .get(i)
-        .ok_or_else(|| CniError::invalid_config("no delegate produced a result"))?;
+    let raw = results.get(i).ok_or_else(|| CniError::invalid_config("no delegate produced a result"))?;
     CniResult::convert(raw, plan[i].config.cni_version(), &conf.cni_version)
 }
 
@@ -172,9 +289,6 @@ pub async fn wait_for_readiness(conf: &MultusConf, k8s: &K8sArgs) -> Result<()> 
                 ),
             ));
         }
-        tokio::time::sleep(
-            Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())),
-        )
-        .await;
+        tokio::time::sleep(Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now()))).await;
     }
 }

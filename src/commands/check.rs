@@ -9,19 +9,15 @@ use crate::error::{CniError, Result, code};
 
 pub async fn check<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
     if node.conf.version() < Version::V0_4_0 {
-        return Err(CniError::new(
-            code::INCOMPATIBLE_VERSION,
-            "config version does not allow CHECK",
-        ));
+        return Err(CniError::new(code::INCOMPATIBLE_VERSION, "config version does not allow CHECK"));
     }
     node.conf.require_networks()?;
     let k8s = node.k8s_args()?;
-    let delegates =
-        match cache::load_delegates(&node.cni_dir(), &node.env.container_id, &node.env.ifname) {
-            Ok(Some(d)) => d,
-            Ok(None) => node.static_delegates()?,
-            Err(e) => return Err(e.context(k8s.tag())),
-        };
+    let delegates = match cache::load_delegates(&node.cni_dir(), &node.env.container_id, &node.env.ifname) {
+        Ok(Some(d)) => d,
+        Ok(None) => node.static_delegates()?,
+        Err(e) => return Err(e.context(k8s.tag())),
+    };
     for d in &delegates {
         let rt = node.runtime_conf(&k8s, d);
         let mut cached = node.cached_result(d);

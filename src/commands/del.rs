@@ -6,6 +6,9 @@ use crate::cache;
 use crate::cni::K8sArgs;
 use crate::delegate::{self, Delegate, NetworkConfig, PluginExec};
 use crate::error::{ErrorList, Result};
+use crate::k8s::client::Kube;
+use crate::k8s::pod::{self, PodLookup};
+use std::time::Duration;
 
 pub async fn del<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
     node.conf.require_networks()?;
@@ -14,15 +17,11 @@ pub async fn del<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
     let cid = &node.env.container_id;
     let delegates = match cache::load_delegates(&cni_dir, cid, &node.env.ifname) {
         Ok(Some(d)) => d,
-        Ok(None) => fallback_delegates(node, &k8s)?,
+        Ok(None) => fallback_delegates(node, &k8s).await?,
         Err(e) => {
             // Go Multus returns success here and leaks every IP (#1087).
-            tracing::error!(
-                "{} {}; deleting what the results cache and the config know",
-                k8s.tag(),
-                e.msg
-            );
-            fallback_delegates(node, &k8s)?
+            tracing::error!("{} {}; deleting what the results cache and the config know", k8s.tag(), e.msg);
+            fallback_delegates(node, &k8s).await?
         }
     };
     let runtime = node.runtime_capabilities();
@@ -39,12 +38,7 @@ pub async fn del<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
         }
         match delegate::del_network(&node.exec, &d.config, &rt, cached.as_ref()).await {
             Ok(()) => cache::remove_result(&cni_dir, d.config.name(), cid, &d.ifname),
-            Err(e) => errors.push(e.context(format!(
-                "{} error deleting {} ({})",
-                k8s.tag(),
-                d.ifname,
-                d.name
-            ))),
+            Err(e) => errors.push(e.context(format!("{} error deleting {} ({})", k8s.tag(), d.ifname, d.name))),
         }
     }
     if (!node.conf.retry_delete_on_error || errors.is_empty())
@@ -55,22 +49,34 @@ pub async fn del<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
     errors.into_result()
 }
 
+/// How long a cache-less DEL may spend asking the API for the pod's networks.
+const DEL_API_BUDGET: Duration = Duration::from_secs(3);
+
 /// No usable scratch cache: the attachments the results cache still records for this
-/// container (each record holds its config bytes), else the config's static delegates.
-pub fn fallback_delegates<E: PluginExec, N>(
-    node: &Node<E, N>,
-    k8s: &K8sArgs,
-) -> Result<Vec<Delegate>> {
+/// container (each record holds its config bytes); else, when the API answers, the
+/// delegates rebuilt from the pod as ADD would; else the config's static delegates.
+/// (Go Multus returns success without deleting anything when the pod is gone, #586.)
+pub async fn fallback_delegates<E: PluginExec, N>(node: &Node<E, N>, k8s: &K8sArgs) -> Result<Vec<Delegate>> {
     let from_results = delegates_from_results(node);
     if !from_results.is_empty() {
-        tracing::info!(
-            "{} deleting {} attachments found in the results cache",
-            k8s.tag(),
-            from_results.len()
-        );
+        tracing::info!("{} deleting {} attachments found in the results cache", k8s.tag(), from_results.len());
         return Ok(from_results);
     }
+    if k8s.has_pod() {
+        match from_api(node, k8s).await {
+            Ok(Some(d)) => return Ok(d),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("{} cannot rebuild the delegates from the API: {}", k8s.tag(), e.msg),
+        }
+    }
     node.static_delegates()
+}
+
+async fn from_api<E: PluginExec, N>(node: &Node<E, N>, k8s: &K8sArgs) -> Result<Option<Vec<Delegate>>> {
+    let budget = node.conf.api_timeout().min(DEL_API_BUDGET);
+    let Some(kube) = Kube::connect(&node.conf, budget).await? else { return Ok(None) };
+    let PodLookup::Found(pod) = pod::lookup(node, &kube, k8s).await? else { return Ok(None) };
+    Ok(Some(pod::plan(node, Some(&kube), k8s, Some(&pod)).await?.delegates))
 }
 
 fn delegates_from_results<E: PluginExec, N>(node: &Node<E, N>) -> Vec<Delegate> {
@@ -80,9 +86,7 @@ fn delegates_from_results<E: PluginExec, N>(node: &Node<E, N>) -> Vec<Delegate> 
         .filter_map(|(_, r)| r)
         .filter(|r| r.container_id == node.env.container_id && r.kind == "cniCacheV1")
         .filter_map(|r| {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(r.config.as_bytes())
-                .ok()?;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(r.config.as_bytes()).ok()?;
             let config = NetworkConfig::parse(bytes).ok()?;
             Some(Delegate {
                 name: r.network_name.clone(),
@@ -94,10 +98,6 @@ fn delegates_from_results<E: PluginExec, N>(node: &Node<E, N>) -> Vec<Delegate> 
         })
         .collect();
     // Master first, then by interface name: DEL walks the list backwards.
-    found.sort_by(|a, b| {
-        b.master
-            .cmp(&a.master)
-            .then_with(|| a.ifname.cmp(&b.ifname))
-    });
+    found.sort_by(|a, b| b.master.cmp(&a.master).then_with(|| a.ifname.cmp(&b.ifname)));
     found
 }

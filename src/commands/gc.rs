@@ -16,10 +16,7 @@ use std::collections::HashSet;
 
 pub async fn gc<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
     if node.conf.version() < Version::V1_1_0 {
-        return Err(CniError::new(
-            code::INCOMPATIBLE_VERSION,
-            "config version does not allow GC",
-        ));
+        return Err(CniError::new(code::INCOMPATIBLE_VERSION, "config version does not allow GC"));
     }
     node.conf.require_networks()?;
     let valid: Vec<Attachment> = node.conf.valid_attachments.clone().unwrap_or_default();
@@ -42,8 +39,7 @@ pub async fn gc<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
                         cni_args: node.delegate_cni_args(&K8sArgs::default(), d),
                         capability_args: d.capability_args.clone(),
                     };
-                    let cached = cache::load_result(&cni_dir, d.config.name(), &cid, &d.ifname)
-                        .and_then(|r| r.result);
+                    let cached = cache::load_result(&cni_dir, d.config.name(), &cid, &d.ifname).and_then(|r| r.result);
                     match delegate::del_network(&node.exec, &d.config, &rt, cached.as_ref()).await {
                         Ok(()) => cache::remove_result(&cni_dir, d.config.name(), &cid, &d.ifname),
                         Err(e) => {
@@ -66,22 +62,16 @@ pub async fn gc<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
     }
     // Results of containers that are not valid and have no scratch entry left.
     for (path, record) in cache::all_results(&cni_dir) {
-        let stale = record
-            .as_ref()
-            .is_none_or(|r| !valid_containers.contains(r.container_id.as_str()));
+        let stale = record.as_ref().is_none_or(|r| !valid_containers.contains(r.container_id.as_str()));
         if stale
-            && !cache::cached_containers(&cni_dir)
-                .iter()
-                .any(|c| record.as_ref().is_some_and(|r| &r.container_id == c))
+            && !cache::cached_containers(&cni_dir).iter().any(|c| record.as_ref().is_some_and(|r| &r.container_id == c))
         {
             let _ = crate::fsutil::remove_if_exists(&path);
         }
     }
     if let Some(master) = node.static_delegates()?.into_iter().next() {
         let list = serde_json::to_value(&valid).unwrap_or_default();
-        if let Err(e) =
-            delegate::gc_network(&node.exec, &master.config, &RuntimeConf::default(), &list).await
-        {
+        if let Err(e) = delegate::gc_network(&node.exec, &master.config, &RuntimeConf::default(), &list).await {
             errors.push(e);
         }
     }

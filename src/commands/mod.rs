@@ -31,10 +31,7 @@ pub struct Output {
 impl Output {
     fn error(e: &CniError, version: &str) -> Output {
         tracing::error!(code = e.code, "{}", e.msg);
-        Output {
-            stdout: Some(e.to_json(version)),
-            exit_code: 1,
-        }
+        Output { stdout: Some(e.to_json(version)), exit_code: 1 }
     }
 }
 
@@ -52,10 +49,7 @@ pub fn run_from_process() -> Output {
         }
         if stdin.len() as u64 > MAX_STDIN {
             return Output::error(
-                &CniError::new(
-                    code::DECODE,
-                    "the network configuration on stdin is larger than 16 MiB",
-                ),
+                &CniError::new(code::DECODE, "the network configuration on stdin is larger than 16 MiB"),
                 LATEST,
             );
         }
@@ -73,40 +67,22 @@ pub fn run(env: Result<CniEnv>, stdin: &[u8]) -> Output {
         Err(e) => return Output::error(&e, LATEST),
     };
     if env.command == Command::Version {
-        return Output {
-            stdout: Some(version::version(stdin)),
-            exit_code: 0,
-        };
+        return Output { stdout: Some(version::version(stdin)), exit_code: 0 };
     }
     let conf = match MultusConf::parse(stdin) {
         Ok(c) => c,
         Err(e) => return Output::error(&e, &version::caller_version(stdin)),
     };
     crate::logging::init(&conf);
-    let reply_version = if conf.cni_version.is_empty() {
-        "0.1.0".to_string()
-    } else {
-        conf.cni_version.clone()
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let reply_version = if conf.cni_version.is_empty() { "0.1.0".to_string() } else { conf.cni_version.clone() };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            return Output::error(
-                &CniError::io("cannot start the async runtime", e),
-                &reply_version,
-            );
+            return Output::error(&CniError::io("cannot start the async runtime", e), &reply_version);
         }
     };
     let exec = BinaryExec::new(&conf.bin_dir, &env.path, conf.delegate_timeout());
-    let node = Node {
-        conf,
-        env,
-        exec,
-        netns: crate::netns::Netlink,
-    };
+    let node = Node { conf, env, exec, netns: crate::netns::Netlink };
     let result = runtime.block_on(async {
         match node.env.command {
             Command::Add => add::add(&node).await.map(Some),
@@ -118,10 +94,7 @@ pub fn run(env: Result<CniEnv>, stdin: &[u8]) -> Output {
         }
     });
     match result {
-        Ok(stdout) => Output {
-            stdout,
-            exit_code: 0,
-        },
+        Ok(stdout) => Output { stdout, exit_code: 0 },
         Err(e) => Output::error(&e, &reply_version),
     }
 }
@@ -169,11 +142,7 @@ impl<E: PluginExec, N> Node<E, N> {
                 }
                 Ok(Delegate {
                     name: config.name().to_string(),
-                    ifname: if i == 0 {
-                        self.env.ifname.clone()
-                    } else {
-                        format!("net{i}")
-                    },
+                    ifname: if i == 0 { self.env.ifname.clone() } else { format!("net{i}") },
                     master: i == 0,
                     capability_args: if i == 0 { runtime.clone() } else { Map::new() },
                     config,
@@ -189,10 +158,7 @@ impl<E: PluginExec, N> Node<E, N> {
             ("IgnoreUnknown".into(), "true".into()),
             ("K8S_POD_NAMESPACE".into(), k8s.namespace.clone()),
             ("K8S_POD_NAME".into(), k8s.name.clone()),
-            (
-                "K8S_POD_INFRA_CONTAINER_ID".into(),
-                k8s.infra_container_id.clone(),
-            ),
+            ("K8S_POD_INFRA_CONTAINER_ID".into(), k8s.infra_container_id.clone()),
             ("K8S_POD_UID".into(), k8s.uid.clone()),
         ]);
         for (k, v) in &self.env.args.0 {
@@ -241,13 +207,7 @@ impl<E: PluginExec, N> Node<E, N> {
     }
 
     pub fn cached_result(&self, d: &Delegate) -> Option<Value> {
-        cache::load_result(
-            &self.cni_dir(),
-            d.config.name(),
-            &self.env.container_id,
-            &d.ifname,
-        )
-        .and_then(|r| r.result)
+        cache::load_result(&self.cni_dir(), d.config.name(), &self.env.container_id, &d.ifname).and_then(|r| r.result)
     }
 }
 
@@ -262,9 +222,7 @@ pub fn normalize_runtime_config(mut rc: Map<String, Value>) -> Map<String, Value
                     lower_keys(&mut val);
                     let mut chars = k.chars();
                     let k = match chars.next() {
-                        Some(c) if c.is_ascii_uppercase() => {
-                            c.to_ascii_lowercase().to_string() + chars.as_str()
-                        }
+                        Some(c) if c.is_ascii_uppercase() => c.to_ascii_lowercase().to_string() + chars.as_str(),
                         _ => k,
                     };
                     m.insert(k, val);

@@ -9,10 +9,7 @@ use std::path::Path;
 
 pub async fn status<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
     if node.conf.version() < Version::V1_1_0 {
-        return Err(CniError::new(
-            code::INCOMPATIBLE_VERSION,
-            "config version does not allow STATUS",
-        ));
+        return Err(CniError::new(code::INCOMPATIBLE_VERSION, "config version does not allow STATUS"));
     }
     node.conf.require_networks()?;
     let file = &node.conf.readiness_indicator_file;

@@ -7,11 +7,7 @@ use serde_json::{Value, json};
 pub fn caller_version(stdin: &[u8]) -> String {
     serde_json::from_slice::<Value>(stdin)
         .ok()
-        .and_then(|v| {
-            v.get("cniVersion")
-                .and_then(Value::as_str)
-                .map(String::from)
-        })
+        .and_then(|v| v.get("cniVersion").and_then(Value::as_str).map(String::from))
         .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
         .unwrap_or_else(|| LATEST.to_string())
 }

@@ -121,28 +121,19 @@ pub enum SelectionError {
     NotAList { found: &'static str },
     #[error("default network annotation {DEFAULT_NETWORK_ANNOTATION:?} is present but empty")]
     EmptyDefaultNetwork,
-    #[error(
-        "default network annotation must select exactly one network, but selects {count}: {value:?}"
-    )]
+    #[error("default network annotation must select exactly one network, but selects {count}: {value:?}")]
     DefaultNetworkCount { count: usize, value: String },
     /// More than one default-route gateway of one address family over all selections.
     #[error(
         "multus does not support ECMP for default-route: {} {family} gateways requested ({})",
         .requests.len(), list(.requests)
     )]
-    Ecmp {
-        family: &'static str,
-        requests: Vec<GatewayRequest>,
-    },
+    Ecmp { family: &'static str, requests: Vec<GatewayRequest> },
     #[error(
         "namespace isolation enabled, annotation violates permission, pod is in namespace \
          {pod_namespace} but refers to target namespace {target_namespace} (network {network:?})"
     )]
-    NamespaceIsolation {
-        pod_namespace: String,
-        target_namespace: String,
-        network: String,
-    },
+    NamespaceIsolation { pod_namespace: String, target_namespace: String, network: String },
     #[error(transparent)]
     InterfaceName(#[from] InvalidIfname),
 }
@@ -210,16 +201,9 @@ pub enum Problem {
     #[error("key {key:?}: {message}")]
     WrongType { key: &'static str, message: String },
     #[error("key {key:?} is given several times with different case: {variants:?}")]
-    AmbiguousKey {
-        key: &'static str,
-        variants: Vec<String>,
-    },
+    AmbiguousKey { key: &'static str, variants: Vec<String> },
     #[error("name {name:?} names namespace {in_name:?} but \"namespace\" is {namespace:?}")]
-    NamespaceConflict {
-        name: String,
-        in_name: String,
-        namespace: String,
-    },
+    NamespaceConflict { name: String, in_name: String, namespace: String },
     #[error("invalid IP address {0:?}")]
     InvalidIp(String),
     #[error("invalid CIDR {value:?}: {reason}")]
@@ -267,18 +251,11 @@ pub enum IfnameProblem {
 /// An empty or whitespace-only value selects nothing. Selections without a namespace get
 /// `default_namespace` (the pod's namespace, never empty in practice), so every returned
 /// selection has a namespace.
-pub fn parse_networks(
-    value: &str,
-    default_namespace: &str,
-) -> Result<Vec<NetworkSelection>, SelectionError> {
+pub fn parse_networks(value: &str, default_namespace: &str) -> Result<Vec<NetworkSelection>, SelectionError> {
     if value.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let mut selections = if is_json_form(value) {
-        parse_json_list(value)?
-    } else {
-        parse_comma_list(value)?
-    };
+    let mut selections = if is_json_form(value) { parse_json_list(value)? } else { parse_comma_list(value)? };
     for selection in &mut selections {
         if selection.namespace.is_empty() {
             selection.namespace = default_namespace.to_owned();
@@ -290,20 +267,16 @@ pub fn parse_networks(
 /// Parse `v1.multus-cni.io/default-network`: the same grammar, exactly one selection, namespace
 /// defaulting to Multus' own namespace. The caller only calls this when the annotation is present,
 /// so an empty value is an error (as in Go).
-pub fn parse_default_network(
-    value: &str,
-    multus_namespace: &str,
-) -> Result<NetworkSelection, SelectionError> {
+pub fn parse_default_network(value: &str, multus_namespace: &str) -> Result<NetworkSelection, SelectionError> {
     if value.trim().is_empty() {
         return Err(SelectionError::EmptyDefaultNetwork);
     }
     let selections = parse_networks(value, multus_namespace)?;
     match <[NetworkSelection; 1]>::try_from(selections) {
         Ok([selection]) => Ok(selection),
-        Err(selections) => Err(SelectionError::DefaultNetworkCount {
-            count: selections.len(),
-            value: value.to_owned(),
-        }),
+        Err(selections) => {
+            Err(SelectionError::DefaultNetworkCount { count: selections.len(), value: value.to_owned() })
+        }
     }
 }
 
@@ -319,10 +292,7 @@ pub fn check_default_routes(selections: &[NetworkSelection]) -> Result<(), Selec
                 .default_route
                 .iter()
                 .flatten()
-                .map(move |gateway| GatewayRequest {
-                    network: network.clone(),
-                    gateway: *gateway,
-                })
+                .map(move |gateway| GatewayRequest { network: network.clone(), gateway: *gateway })
         })
         .partition(|request| request.gateway.to_canonical().is_ipv4());
     for (family, requests) in [("IPv4", v4), ("IPv6", v6)] {
@@ -376,10 +346,7 @@ fn check_ifname(name: &str) -> Result<(), InvalidIfname> {
     };
     match reason {
         None => Ok(()),
-        Some(reason) => Err(InvalidIfname {
-            name: name.to_owned(),
-            reason,
-        }),
+        Some(reason) => Err(InvalidIfname { name: name.to_owned(), reason }),
     }
 }
 
@@ -402,10 +369,7 @@ fn parse_comma_list(value: &str) -> Result<Vec<NetworkSelection>, SelectionError
         .map(|(index, raw)| {
             let item = raw.trim();
             parse_comma_item(item).map_err(|problem| SelectionError::Invalid {
-                at: Position {
-                    index: index + 1,
-                    item: Some(item.to_owned()),
-                },
+                at: Position { index: index + 1, item: Some(item.to_owned()) },
                 problem,
             })
         })
@@ -458,43 +422,26 @@ fn check_label(what: &'static str, value: &str) -> Result<(), Problem> {
     let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
     let valid = match (bytes.first(), bytes.last()) {
         (Some(first), Some(last)) => {
-            bytes.len() <= MAX_LABEL_BYTES
-                && *first != b'-'
-                && *last != b'-'
-                && bytes.iter().all(allowed)
+            bytes.len() <= MAX_LABEL_BYTES && *first != b'-' && *last != b'-' && bytes.iter().all(allowed)
         }
         _ => false,
     };
-    if valid {
-        Ok(())
-    } else {
-        Err(Problem::NotDnsLabel {
-            what,
-            value: value.to_owned(),
-        })
-    }
+    if valid { Ok(()) } else { Err(Problem::NotDnsLabel { what, value: value.to_owned() }) }
 }
 
 // ----- JSON form --------------------------------------------------------------------------------
 
 fn parse_json_list(value: &str) -> Result<Vec<NetworkSelection>, SelectionError> {
-    let parsed: Value = serde_json::from_str(value).map_err(|err| SelectionError::Json {
-        message: err.to_string(),
-    })?;
+    let parsed: Value = serde_json::from_str(value).map_err(|err| SelectionError::Json { message: err.to_string() })?;
     let Value::Array(elements) = parsed else {
-        return Err(SelectionError::NotAList {
-            found: json_kind(&parsed),
-        });
+        return Err(SelectionError::NotAList { found: json_kind(&parsed) });
     };
     elements
         .iter()
         .enumerate()
         .map(|(index, element)| {
             parse_json_element(element).map_err(|problem| SelectionError::Invalid {
-                at: Position {
-                    index: index + 1,
-                    item: element_label(element),
-                },
+                at: Position { index: index + 1, item: element_label(element) },
                 problem,
             })
         })
@@ -547,8 +494,7 @@ fn parse_json_element(element: &Value) -> Result<NetworkSelection, Problem> {
     let port_mappings: Option<Vec<Value>> = fields.get("portMappings")?;
     if let Some(entries) = &port_mappings {
         for (index, entry) in entries.iter().enumerate() {
-            check_port_mapping(entry)
-                .map_err(|reason| Problem::InvalidPortMapping { index, reason })?;
+            check_port_mapping(entry).map_err(|reason| Problem::InvalidPortMapping { index, reason })?;
         }
     }
 
@@ -560,12 +506,7 @@ fn parse_json_element(element: &Value) -> Result<NetworkSelection, Problem> {
     // Go decodes these straight into []net.IP, so an invalid address fails the whole annotation.
     let default_route = match fields.get::<Vec<String>>("default-route")? {
         None => None,
-        Some(gateways) => Some(
-            gateways
-                .iter()
-                .map(|gateway| parse_gateway(gateway))
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
+        Some(gateways) => Some(gateways.iter().map(|gateway| parse_gateway(gateway)).collect::<Result<Vec<_>, _>>()?),
     };
 
     Ok(NetworkSelection {
@@ -584,10 +525,7 @@ fn parse_json_element(element: &Value) -> Result<NetworkSelection, Problem> {
 }
 
 /// Accept `ns/name` in JSON `name` (Go Multus #705), unless `namespace` says otherwise.
-fn split_qualified_name(
-    written: &str,
-    namespace: Option<String>,
-) -> Result<(Option<String>, String), Problem> {
+fn split_qualified_name(written: &str, namespace: Option<String>) -> Result<(Option<String>, String), Problem> {
     let Some((in_name, name)) = written.split_once('/') else {
         return Ok((namespace, written.to_owned()));
     };
@@ -603,11 +541,7 @@ fn split_qualified_name(
     if let Some(namespace) = namespace
         && namespace != in_name
     {
-        return Err(Problem::NamespaceConflict {
-            name: written.to_owned(),
-            in_name: in_name.to_owned(),
-            namespace,
-        });
+        return Err(Problem::NamespaceConflict { name: written.to_owned(), in_name: in_name.to_owned(), namespace });
     }
     Ok((Some(in_name.to_owned()), name.to_owned()))
 }
@@ -640,12 +574,7 @@ impl Fields<'_> {
     /// The value of `key` deserialized as `T`, with serde's message on a type mismatch.
     fn get<T: DeserializeOwned>(&self, key: &'static str) -> Result<Option<T>, Problem> {
         self.lookup(key)?
-            .map(|value| {
-                T::deserialize(value).map_err(|err| Problem::WrongType {
-                    key,
-                    message: err.to_string(),
-                })
-            })
+            .map(|value| T::deserialize(value).map_err(|err| Problem::WrongType { key, message: err.to_string() }))
             .transpose()
     }
 
@@ -674,13 +603,8 @@ fn check_ip_or_cidr(value: &str) -> Result<(), Problem> {
             Err(_) => Err(Problem::InvalidIp(value.to_owned())),
         };
     };
-    let invalid = |reason: String| Problem::InvalidCidr {
-        value: value.to_owned(),
-        reason,
-    };
-    let address: IpAddr = address
-        .parse()
-        .map_err(|_| invalid(format!("invalid address {address:?}")))?;
+    let invalid = |reason: String| Problem::InvalidCidr { value: value.to_owned(), reason };
+    let address: IpAddr = address.parse().map_err(|_| invalid(format!("invalid address {address:?}")))?;
     let max_prefix = if address.is_ipv4() { 32 } else { 128 };
     // Digits only: `str::parse::<u32>` would also take a leading '+', which Go refuses.
     let length = Some(prefix)
@@ -688,9 +612,7 @@ fn check_ip_or_cidr(value: &str) -> Result<(), Problem> {
         .and_then(|p| p.parse::<u32>().ok())
         .ok_or_else(|| invalid(format!("invalid prefix length {prefix:?}")))?;
     if length > max_prefix {
-        return Err(invalid(format!(
-            "prefix length {length} is out of range 0..={max_prefix}"
-        )));
+        return Err(invalid(format!("prefix length {length} is out of range 0..={max_prefix}")));
     }
     Ok(())
 }
@@ -713,9 +635,7 @@ fn hardware_addr_len(text: &str) -> Option<usize> {
     let octets = (bytes.len() + 1) / group * digits / 2;
     let groups_valid = bytes.chunks(group).all(|chunk| {
         let (hex, rest) = chunk.split_at(digits.min(chunk.len()));
-        hex.len() == digits
-            && hex.iter().all(u8::is_ascii_hexdigit)
-            && (rest.is_empty() || rest == [separator])
+        hex.len() == digits && hex.iter().all(u8::is_ascii_hexdigit) && (rest.is_empty() || rest == [separator])
     });
     (matches!(octets, 6 | 8 | 20) && groups_valid).then_some(octets)
 }
@@ -728,23 +648,17 @@ fn check_port_mapping(entry: &Value) -> Result<(), String> {
     };
     let fields = Fields(object);
     for key in ["hostPort", "containerPort"] {
-        let port = fields
-            .lookup(key)
-            .map_err(|problem| problem.to_string())?
-            .ok_or_else(|| format!("{key:?} is required"))?;
+        let port =
+            fields.lookup(key).map_err(|problem| problem.to_string())?.ok_or_else(|| format!("{key:?} is required"))?;
         if !port.as_u64().is_some_and(|p| (1..=65535).contains(&p)) {
-            return Err(format!(
-                "{key:?} must be a port number in 1..=65535, not {port}"
-            ));
+            return Err(format!("{key:?} must be a port number in 1..=65535, not {port}"));
         }
     }
     let protocol = fields.string("protocol").map_err(|p| p.to_string())?;
     if let Some(protocol) = protocol {
         let known = ["tcp", "udp", "sctp"];
         if !known.iter().any(|k| protocol.eq_ignore_ascii_case(k)) {
-            return Err(format!(
-                "protocol {protocol:?} is not one of tcp, udp, sctp"
-            ));
+            return Err(format!("protocol {protocol:?} is not one of tcp, udp, sctp"));
         }
     }
     let host_ip = fields.string("hostIP").map_err(|p| p.to_string())?;
@@ -764,9 +678,7 @@ fn check_bandwidth(bandwidth: &Map<String, Value>) -> Result<(), String> {
         if let Some(value) = value
             && value.as_u64().is_none()
         {
-            return Err(format!(
-                "{key:?} must be a non-negative integer, not {value}"
-            ));
+            return Err(format!("{key:?} must be a non-negative integer, not {value}"));
         }
     }
     Ok(())
@@ -775,9 +687,7 @@ fn check_bandwidth(bandwidth: &Map<String, Value>) -> Result<(), String> {
 /// A `default-route` gateway. IPv4-mapped IPv6 addresses become IPv4, matching how Go's `To4()`
 /// treats them everywhere gateways are used.
 fn parse_gateway(text: &str) -> Result<IpAddr, Problem> {
-    text.parse::<IpAddr>()
-        .map(|ip| ip.to_canonical())
-        .map_err(|_| Problem::InvalidGateway(text.to_owned()))
+    text.parse::<IpAddr>().map(|ip| ip.to_canonical()).map_err(|_| Problem::InvalidGateway(text.to_owned()))
 }
 
 #[cfg(test)]
@@ -831,71 +741,42 @@ mod tests {
 
     #[test]
     fn seed_single_name() {
-        assert_eq!(
-            parse("privatezone-macvlan-conf"),
-            [selection(POD_NS, "privatezone-macvlan-conf", None)]
-        );
+        assert_eq!(parse("privatezone-macvlan-conf"), [selection(POD_NS, "privatezone-macvlan-conf", None)]);
     }
 
     #[test]
     fn seed_comma_list_with_space() {
         assert_eq!(
             parse("ipvlan-conf-1, ipvlan-conf-2"),
-            [
-                selection(POD_NS, "ipvlan-conf-1", None),
-                selection(POD_NS, "ipvlan-conf-2", None)
-            ]
+            [selection(POD_NS, "ipvlan-conf-1", None), selection(POD_NS, "ipvlan-conf-2", None)]
         );
     }
 
     #[test]
     fn seed_json_with_ips_ignores_gateway_key() {
-        let sel = parse_one(
-            r#"[{"name":"macvlan-conf","ips":["10.1.1.101/24"],"gateway":["10.1.1.1"]}]"#,
-        );
+        let sel = parse_one(r#"[{"name":"macvlan-conf","ips":["10.1.1.101/24"],"gateway":["10.1.1.1"]}]"#);
         assert_eq!(
             sel,
-            NetworkSelection {
-                ips: vec!["10.1.1.101/24".into()],
-                ..selection(POD_NS, "macvlan-conf", None)
-            }
+            NetworkSelection { ips: vec!["10.1.1.101/24".into()], ..selection(POD_NS, "macvlan-conf", None) }
         );
     }
 
     #[test]
     fn two_names_default_to_pod_namespace() {
         // §6 item 9
-        assert_eq!(
-            parse("net1,net2"),
-            [
-                selection(POD_NS, "net1", None),
-                selection(POD_NS, "net2", None)
-            ]
-        );
+        assert_eq!(parse("net1,net2"), [selection(POD_NS, "net1", None), selection(POD_NS, "net2", None)]);
     }
 
     #[test]
     fn namespace_and_interface_with_underscore() {
         // §6 item 10
-        assert_eq!(
-            parse_one("default/net1@my_interface"),
-            selection("default", "net1", Some("my_interface"))
-        );
+        assert_eq!(parse_one("default/net1@my_interface"), selection("default", "net1", Some("my_interface")));
     }
 
     #[test]
     fn spaces_around_every_part_are_trimmed() {
-        assert_eq!(
-            parse_one(" ns / net1 @ eth9 "),
-            selection("ns", "net1", Some("eth9"))
-        );
-        assert_eq!(
-            parse("\tns/a@x ,  b  "),
-            [
-                selection("ns", "a", Some("x")),
-                selection(POD_NS, "b", None)
-            ]
-        );
+        assert_eq!(parse_one(" ns / net1 @ eth9 "), selection("ns", "net1", Some("eth9")));
+        assert_eq!(parse("\tns/a@x ,  b  "), [selection("ns", "a", Some("x")), selection(POD_NS, "b", None)]);
     }
 
     #[test]
@@ -905,24 +786,15 @@ mod tests {
         assert_eq!(problem("a@b@c"), Problem::RepeatedSeparator('@'));
         assert_eq!(
             problem("root@someIP/root@someOtherIP"),
-            Problem::NotDnsLabel {
-                what: "namespace",
-                value: "root@someIP".into()
-            }
+            Problem::NotDnsLabel { what: "namespace", value: "root@someIP".into() }
         );
         assert!(matches!(
             problem("default/net1@myIfc Name"),
-            Problem::Interface(InvalidIfname {
-                reason: IfnameProblem::Whitespace,
-                ..
-            })
+            Problem::Interface(InvalidIfname { reason: IfnameProblem::Whitespace, .. })
         ));
         assert!(matches!(
             problem("default/net1@very_long_interface_name"),
-            Problem::Interface(InvalidIfname {
-                reason: IfnameProblem::TooLong(24),
-                ..
-            })
+            Problem::Interface(InvalidIfname { reason: IfnameProblem::TooLong(24), .. })
         ));
     }
 
@@ -944,21 +816,14 @@ mod tests {
         );
         assert_eq!(
             selections,
-            [
-                selection(POD_NS, "net1", None),
-                selection(POD_NS, "net2", None),
-                selection("other-ns", "net3", None)
-            ]
+            [selection(POD_NS, "net1", None), selection(POD_NS, "net2", None), selection("other-ns", "net3", None)]
         );
     }
 
     #[test]
     fn json_bad_mac_cidr_and_type() {
         // §6 item 14
-        assert_eq!(
-            problem(r#"[{"name":"n","mac":"zz"}]"#),
-            Problem::InvalidMac("zz".into())
-        );
+        assert_eq!(problem(r#"[{"name":"n","mac":"zz"}]"#), Problem::InvalidMac("zz".into()));
         let err = error(r#"[{"name":"n","ips":["10.0.0.1/33"]}]"#);
         assert_eq!(
             err.to_string(),
@@ -975,15 +840,11 @@ mod tests {
     fn default_route_single_and_ecmp() {
         // §6 item 15
         let sel = parse_one(r#"[{"name":"n","default-route":["192.168.2.2"]}]"#);
-        assert_eq!(
-            sel.default_route,
-            Some(vec!["192.168.2.2".parse().unwrap()])
-        );
+        assert_eq!(sel.default_route, Some(vec!["192.168.2.2".parse().unwrap()]));
         assert_eq!(check_default_routes(&[sel]), Ok(()));
 
-        let selections = parse(
-            r#"[{"name":"a","default-route":["10.0.0.1"]},{"name":"b","default-route":["10.0.0.2"]}]"#,
-        );
+        let selections =
+            parse(r#"[{"name":"a","default-route":["10.0.0.1"]},{"name":"b","default-route":["10.0.0.2"]}]"#);
         let err = check_default_routes(&selections).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -994,50 +855,29 @@ mod tests {
 
     #[test]
     fn default_route_one_per_family_is_fine() {
-        let selections = [
-            with_routes("a", &["10.0.0.1"]),
-            with_routes("b", &["fd00::1"]),
-        ];
+        let selections = [with_routes("a", &["10.0.0.1"]), with_routes("b", &["fd00::1"])];
         assert_eq!(check_default_routes(&selections), Ok(()));
-        let both_on_one = [
-            with_routes("a", &["10.0.0.1", "fd00::1"]),
-            with_routes("b", &[]),
-        ];
+        let both_on_one = [with_routes("a", &["10.0.0.1", "fd00::1"]), with_routes("b", &[])];
         assert_eq!(check_default_routes(&both_on_one), Ok(()));
     }
 
     #[test]
     fn default_route_ecmp_cases() {
-        let v6 = [
-            with_routes("a", &["fd00::1"]),
-            with_routes("b", &["fd00::2"]),
-        ];
-        assert!(matches!(
-            check_default_routes(&v6),
-            Err(SelectionError::Ecmp { family: "IPv6", .. })
-        ));
+        let v6 = [with_routes("a", &["fd00::1"]), with_routes("b", &["fd00::2"])];
+        assert!(matches!(check_default_routes(&v6), Err(SelectionError::Ecmp { family: "IPv6", .. })));
         // Go counts a gateway listed twice as two; so do we.
         let twice = [with_routes("a", &["10.0.0.1", "10.0.0.1"])];
         assert!(check_default_routes(&twice).is_err());
         // IPv4-mapped addresses count as IPv4, like Go's To4().
-        let mapped = [
-            with_routes("a", &["10.0.0.1"]),
-            with_routes("b", &["::ffff:10.0.0.2"]),
-        ];
-        assert!(matches!(
-            check_default_routes(&mapped),
-            Err(SelectionError::Ecmp { family: "IPv4", .. })
-        ));
+        let mapped = [with_routes("a", &["10.0.0.1"]), with_routes("b", &["::ffff:10.0.0.2"])];
+        assert!(matches!(check_default_routes(&mapped), Err(SelectionError::Ecmp { family: "IPv4", .. })));
     }
 
     #[test]
     fn empty_default_route_is_kept() {
         let sel = parse_one(r#"[{"name":"n","default-route":[]}]"#);
         assert_eq!(sel.default_route, Some(vec![]));
-        assert_eq!(
-            parse_one(r#"[{"name":"n","default-route":null}]"#).default_route,
-            None
-        );
+        assert_eq!(parse_one(r#"[{"name":"n","default-route":null}]"#).default_route, None);
     }
 
     #[test]
@@ -1047,16 +887,10 @@ mod tests {
             Problem::InvalidGateway("10.0.0.300".into())
         );
         // Go decodes "" as a nil IP; we refuse it.
-        assert_eq!(
-            problem(r#"[{"name":"n","default-route":[""]}]"#),
-            Problem::InvalidGateway(String::new())
-        );
+        assert_eq!(problem(r#"[{"name":"n","default-route":[""]}]"#), Problem::InvalidGateway(String::new()));
         assert!(matches!(
             problem(r#"[{"name":"n","default-route":[1]}]"#),
-            Problem::WrongType {
-                key: "default-route",
-                ..
-            }
+            Problem::WrongType { key: "default-route", .. }
         ));
         let sel = parse_one(r#"[{"name":"n","default-route":["::ffff:10.1.2.3"]}]"#);
         assert_eq!(sel.default_route, Some(vec!["10.1.2.3".parse().unwrap()]));
@@ -1084,14 +918,8 @@ mod tests {
 
     #[test]
     fn default_network_uses_multus_namespace() {
-        assert_eq!(
-            parse_default_network("net1", "kube-system"),
-            Ok(selection("kube-system", "net1", None))
-        );
-        assert_eq!(
-            parse_default_network("other/net1@foo", "kube-system"),
-            Ok(selection("other", "net1", Some("foo")))
-        );
+        assert_eq!(parse_default_network("net1", "kube-system"), Ok(selection("kube-system", "net1", None)));
+        assert_eq!(parse_default_network("other/net1@foo", "kube-system"), Ok(selection("other", "net1", Some("foo"))));
         assert_eq!(
             parse_default_network(r#"[{"name":"net1"}]"#, "kube-system"),
             Ok(selection("kube-system", "net1", None))
@@ -1102,27 +930,15 @@ mod tests {
     fn default_network_must_be_exactly_one() {
         assert_eq!(
             parse_default_network("a,b", "kube-system"),
-            Err(SelectionError::DefaultNetworkCount {
-                count: 2,
-                value: "a,b".into()
-            })
+            Err(SelectionError::DefaultNetworkCount { count: 2, value: "a,b".into() })
         );
         assert!(matches!(
             parse_default_network("[]", "kube-system"),
             Err(SelectionError::DefaultNetworkCount { count: 0, .. })
         ));
-        assert_eq!(
-            parse_default_network("", "kube-system"),
-            Err(SelectionError::EmptyDefaultNetwork)
-        );
-        assert_eq!(
-            parse_default_network(" \t", "kube-system"),
-            Err(SelectionError::EmptyDefaultNetwork)
-        );
-        assert!(matches!(
-            parse_default_network("a/b/c", "kube-system"),
-            Err(SelectionError::Invalid { .. })
-        ));
+        assert_eq!(parse_default_network("", "kube-system"), Err(SelectionError::EmptyDefaultNetwork));
+        assert_eq!(parse_default_network(" \t", "kube-system"), Err(SelectionError::EmptyDefaultNetwork));
+        assert!(matches!(parse_default_network("a/b/c", "kube-system"), Err(SelectionError::Invalid { .. })));
     }
 
     // ----- comma form -----
@@ -1136,13 +952,7 @@ mod tests {
 
     #[test]
     fn same_network_twice_is_two_attachments() {
-        assert_eq!(
-            parse("net1,net1"),
-            [
-                selection(POD_NS, "net1", None),
-                selection(POD_NS, "net1", None)
-            ]
-        );
+        assert_eq!(parse("net1,net1"), [selection(POD_NS, "net1", None), selection(POD_NS, "net1", None)]);
     }
 
     #[test]
@@ -1151,23 +961,14 @@ mod tests {
         assert_eq!(
             err,
             SelectionError::Invalid {
-                at: Position {
-                    index: 2,
-                    item: Some(String::new())
-                },
+                at: Position { index: 2, item: Some(String::new()) },
                 problem: Problem::EmptyEntry
             }
         );
-        assert_eq!(
-            err.to_string(),
-            "network selection #2 (\"\"): empty entry (stray comma?)"
-        );
+        assert_eq!(err.to_string(), "network selection #2 (\"\"): empty entry (stray comma?)");
         assert!(matches!(
             error("a,"),
-            SelectionError::Invalid {
-                at: Position { index: 2, .. },
-                problem: Problem::EmptyEntry
-            }
+            SelectionError::Invalid { at: Position { index: 2, .. }, problem: Problem::EmptyEntry }
         ));
         assert_eq!(problem(","), Problem::EmptyEntry);
         assert_eq!(problem(" , a"), Problem::EmptyEntry);
@@ -1220,23 +1021,14 @@ mod tests {
         bad_ifname("net1@..", IfnameProblem::Dots);
         bad_ifname("net1@a\u{a0}b", IfnameProblem::Whitespace);
         bad_ifname("net1@abcdefghijklmnop", IfnameProblem::TooLong(16));
-        assert_eq!(
-            parse_one("net1@abcdefghijklmno").interface.as_deref(),
-            Some("abcdefghijklmno")
-        );
-        assert_eq!(
-            parse_one("net1@Eth.0_x-Y").interface.as_deref(),
-            Some("Eth.0_x-Y")
-        );
+        assert_eq!(parse_one("net1@abcdefghijklmno").interface.as_deref(), Some("abcdefghijklmno"));
+        assert_eq!(parse_one("net1@Eth.0_x-Y").interface.as_deref(), Some("Eth.0_x-Y"));
         let err = error("good,foo@bar baz");
         assert_eq!(
             err.to_string(),
             "network selection #2 (\"foo@bar baz\"): invalid interface name \"bar baz\": must not contain whitespace"
         );
-        assert_eq!(
-            error("a/b/c").to_string(),
-            "network selection #1 (\"a/b/c\"): more than one '/'"
-        );
+        assert_eq!(error("a/b/c").to_string(), "network selection #1 (\"a/b/c\"): more than one '/'");
     }
 
     #[test]
@@ -1268,9 +1060,7 @@ mod tests {
                 ips: vec!["10.0.0.5".into(), "fd00::5/64".into()],
                 mac: Some("02:00:00:00:00:01".into()),
                 infiniband_guid: Some("c2:cb:21:00:00:00:00:01".into()),
-                port_mappings: Some(
-                    json!([{"hostPort":8080,"containerPort":80,"protocol":"TCP","hostIP":"10.0.0.1"}])
-                ),
+                port_mappings: Some(json!([{"hostPort":8080,"containerPort":80,"protocol":"TCP","hostIP":"10.0.0.1"}])),
                 bandwidth: Some(json!({"ingressRate":1000,"ingressBurst":2000,"egressRate":0})),
                 cni_args: json!({"foo":"bar","n":1}).as_object().cloned(),
                 default_route: Some(vec!["10.0.0.1".parse().unwrap()]),
@@ -1286,87 +1076,51 @@ mod tests {
             parse_one(r#"[{"name":"openshift-multus/macvlan-conf"}]"#),
             selection("openshift-multus", "macvlan-conf", None)
         );
-        assert_eq!(
-            parse_one(r#"[{"name":"ns1/net1","namespace":"ns1"}]"#),
-            selection("ns1", "net1", None)
-        );
+        assert_eq!(parse_one(r#"[{"name":"ns1/net1","namespace":"ns1"}]"#), selection("ns1", "net1", None));
         assert_eq!(
             error(r#"[{"name":"ns1/net1","namespace":"ns2"}]"#).to_string(),
             "network selection #1 (\"ns1/net1\"): name \"ns1/net1\" names namespace \"ns1\" but \"namespace\" is \"ns2\""
         );
-        assert_eq!(
-            problem(r#"[{"name":"a/b/c"}]"#),
-            Problem::RepeatedSeparator('/')
-        );
+        assert_eq!(problem(r#"[{"name":"a/b/c"}]"#), Problem::RepeatedSeparator('/'));
         assert_eq!(problem(r#"[{"name":"/net1"}]"#), Problem::EmptyNamespace);
         assert_eq!(problem(r#"[{"name":"ns/"}]"#), Problem::EmptyName);
     }
 
     #[test]
     fn json_legacy_interface_request() {
+        assert_eq!(parse_one(r#"[{"name":"n","interfaceRequest":"legacy0"}]"#).interface.as_deref(), Some("legacy0"));
         assert_eq!(
-            parse_one(r#"[{"name":"n","interfaceRequest":"legacy0"}]"#)
-                .interface
-                .as_deref(),
-            Some("legacy0")
-        );
-        assert_eq!(
-            parse_one(r#"[{"name":"n","interface":"new0","interfaceRequest":"legacy0"}]"#)
-                .interface
-                .as_deref(),
+            parse_one(r#"[{"name":"n","interface":"new0","interfaceRequest":"legacy0"}]"#).interface.as_deref(),
             Some("new0")
         );
         assert_eq!(
-            parse_one(r#"[{"name":"n","interface":"","interfaceRequest":"legacy0"}]"#)
-                .interface
-                .as_deref(),
+            parse_one(r#"[{"name":"n","interface":"","interfaceRequest":"legacy0"}]"#).interface.as_deref(),
             Some("legacy0")
         );
-        assert!(matches!(
-            problem(r#"[{"name":"n","interfaceRequest":"bad:name"}]"#),
-            Problem::Interface(_)
-        ));
+        assert!(matches!(problem(r#"[{"name":"n","interfaceRequest":"bad:name"}]"#), Problem::Interface(_)));
         assert!(matches!(
             problem(r#"[{"name":"n","interface":"ok0","interfaceRequest":7}]"#),
-            Problem::WrongType {
-                key: "interfaceRequest",
-                ..
-            }
+            Problem::WrongType { key: "interfaceRequest", .. }
         ));
     }
 
     #[test]
     fn json_shape_errors() {
-        assert_eq!(
-            error(r#"{"name":"net1"}"#),
-            SelectionError::NotAList { found: "an object" }
-        );
+        assert_eq!(error(r#"{"name":"net1"}"#), SelectionError::NotAList { found: "an object" });
         assert_eq!(
             error(r#"{"name":"net1"}"#).to_string(),
             "network selection annotation must be a JSON list of objects, not an object"
         );
-        assert_eq!(
-            error(r#""net1""#),
-            SelectionError::NotAList { found: "a string" }
-        );
+        assert_eq!(error(r#""net1""#), SelectionError::NotAList { found: "a string" });
         assert_eq!(problem("[null]"), Problem::NotAnObject("null"));
         assert_eq!(problem(r#"["net1"]"#), Problem::NotAnObject("a string"));
         assert_eq!(
             error(r#"[{"name":"a"},3]"#).to_string(),
             "network selection #2: must be a JSON object, not a number"
         );
-        assert!(matches!(
-            error(r#"[{"name":"a"}] x"#),
-            SelectionError::Json { .. }
-        ));
-        assert!(matches!(
-            error(r#"[{"name":"a"},]"#),
-            SelectionError::Json { .. }
-        ));
-        assert!(matches!(
-            error(r#"[{"name":"a""#),
-            SelectionError::Json { .. }
-        ));
+        assert!(matches!(error(r#"[{"name":"a"}] x"#), SelectionError::Json { .. }));
+        assert!(matches!(error(r#"[{"name":"a"},]"#), SelectionError::Json { .. }));
+        assert!(matches!(error(r#"[{"name":"a""#), SelectionError::Json { .. }));
     }
 
     #[test]
@@ -1374,34 +1128,16 @@ mod tests {
         assert_eq!(problem(r#"[{}]"#), Problem::MissingName);
         assert_eq!(problem(r#"[{"name":""}]"#), Problem::MissingName);
         assert_eq!(problem(r#"[{"name":null}]"#), Problem::MissingName);
-        assert!(matches!(
-            problem(r#"[{"name":42}]"#),
-            Problem::WrongType { key: "name", .. }
-        ));
-        assert!(matches!(
-            problem(r#"[{"name":"Net1"}]"#),
-            Problem::NotDnsLabel { .. }
-        ));
-        assert!(matches!(
-            problem(r#"[{"name":" net1"}]"#),
-            Problem::NotDnsLabel { .. }
-        ));
-        assert!(matches!(
-            problem(r#"[{"name":"net1@eth1"}]"#),
-            Problem::NotDnsLabel { .. }
-        ));
+        assert!(matches!(problem(r#"[{"name":42}]"#), Problem::WrongType { key: "name", .. }));
+        assert!(matches!(problem(r#"[{"name":"Net1"}]"#), Problem::NotDnsLabel { .. }));
+        assert!(matches!(problem(r#"[{"name":" net1"}]"#), Problem::NotDnsLabel { .. }));
+        assert!(matches!(problem(r#"[{"name":"net1@eth1"}]"#), Problem::NotDnsLabel { .. }));
         assert!(matches!(
             problem(r#"[{"name":"n","namespace":"Bad_NS"}]"#),
-            Problem::NotDnsLabel {
-                what: "namespace",
-                ..
-            }
+            Problem::NotDnsLabel { what: "namespace", .. }
         ));
         // An empty namespace means "the default", as in Go.
-        assert_eq!(
-            parse_one(r#"[{"name":"n","namespace":""}]"#).namespace,
-            POD_NS
-        );
+        assert_eq!(parse_one(r#"[{"name":"n","namespace":""}]"#).namespace, POD_NS);
     }
 
     #[test]
@@ -1413,34 +1149,19 @@ mod tests {
         // A repeated key: the last one wins, as in Go.
         assert_eq!(parse_one(r#"[{"name":"a","name":"net1"}]"#).name, "net1");
         // The exact spelling wins over a case variant.
-        assert_eq!(
-            parse_one(r#"[{"NAME":"other","name":"net1"}]"#).name,
-            "net1"
-        );
+        assert_eq!(parse_one(r#"[{"NAME":"other","name":"net1"}]"#).name, "net1");
         assert_eq!(
             problem(r#"[{"NAME":"a","Name":"b"}]"#),
-            Problem::AmbiguousKey {
-                key: "name",
-                variants: vec!["NAME".into(), "Name".into()]
-            }
+            Problem::AmbiguousKey { key: "name", variants: vec!["NAME".into(), "Name".into()] }
         );
     }
 
     #[test]
     fn json_ip_validation() {
-        for good in [
-            "10.0.0.1",
-            "10.0.0.0/8",
-            "fd00::1",
-            "fd00::/128",
-            "::ffff:1.2.3.4/96",
-            "0.0.0.0/0",
-            "10.0.0.1/024",
-        ] {
-            assert_eq!(
-                parse_one(&format!(r#"[{{"name":"n","ips":["{good}"]}}]"#)).ips,
-                [good]
-            );
+        for good in
+            ["10.0.0.1", "10.0.0.0/8", "fd00::1", "fd00::/128", "::ffff:1.2.3.4/96", "0.0.0.0/0", "10.0.0.1/024"]
+        {
+            assert_eq!(parse_one(&format!(r#"[{{"name":"n","ips":["{good}"]}}]"#)).ips, [good]);
         }
         for bad in [
             "",
@@ -1460,10 +1181,7 @@ mod tests {
                 "{bad:?}: {found:?}"
             );
         }
-        assert!(matches!(
-            problem(r#"[{"name":"n","ips":[1]}]"#),
-            Problem::WrongType { key: "ips", .. }
-        ));
+        assert!(matches!(problem(r#"[{"name":"n","ips":[1]}]"#), Problem::WrongType { key: "ips", .. }));
     }
 
     #[test]
@@ -1476,12 +1194,7 @@ mod tests {
             "0000.0000.fe80.0000",
             "00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01",
         ] {
-            assert_eq!(
-                parse_one(&format!(r#"[{{"name":"n","mac":"{good}"}}]"#))
-                    .mac
-                    .as_deref(),
-                Some(good)
-            );
+            assert_eq!(parse_one(&format!(r#"[{{"name":"n","mac":"{good}"}}]"#)).mac.as_deref(), Some(good));
             let guid = parse_one(&format!(r#"[{{"name":"n","infiniband-guid":"{good}"}}]"#));
             assert_eq!(guid.infiniband_guid.as_deref(), Some(good));
         }
@@ -1506,10 +1219,7 @@ mod tests {
         assert_eq!(hardware_addr_len("00:00:5e:00:53:01"), Some(6));
         assert_eq!(hardware_addr_len("0000.0000.fe80.0000"), Some(8));
         assert_eq!(hardware_addr_len(&["ab"; 20].join("-")), Some(20));
-        assert_eq!(
-            problem(r#"[{"name":"n","infiniband-guid":"nope"}]"#),
-            Problem::InvalidGuid("nope".into())
-        );
+        assert_eq!(problem(r#"[{"name":"n","infiniband-guid":"nope"}]"#), Problem::InvalidGuid("nope".into()));
         assert_eq!(parse_one(r#"[{"name":"n","mac":""}]"#).mac, None);
     }
 
@@ -1532,79 +1242,34 @@ mod tests {
             reason(r#"[{"hostPort":80,"containerPort":65536}]"#).1,
             "\"containerPort\" must be a port number in 1..=65535, not 65536"
         );
-        assert_eq!(
-            reason(r#"[{"hostPort":80}]"#).1,
-            "\"containerPort\" is required"
-        );
-        assert_eq!(
-            reason(r#"[{"hostPort":80,"containerPort":80},{"hostPort":-1,"containerPort":80}]"#).0,
-            1
-        );
-        assert!(
-            reason(r#"[{"hostPort":"80","containerPort":80}]"#)
-                .1
-                .contains("\"80\"")
-        );
-        assert!(
-            reason(r#"[{"hostPort":80.5,"containerPort":80}]"#)
-                .1
-                .contains("80.5")
-        );
+        assert_eq!(reason(r#"[{"hostPort":80}]"#).1, "\"containerPort\" is required");
+        assert_eq!(reason(r#"[{"hostPort":80,"containerPort":80},{"hostPort":-1,"containerPort":80}]"#).0, 1);
+        assert!(reason(r#"[{"hostPort":"80","containerPort":80}]"#).1.contains("\"80\""));
+        assert!(reason(r#"[{"hostPort":80.5,"containerPort":80}]"#).1.contains("80.5"));
         assert_eq!(
             reason(r#"[{"hostPort":80,"containerPort":80,"protocol":"icmp"}]"#).1,
             "protocol \"icmp\" is not one of tcp, udp, sctp"
         );
-        assert!(
-            reason(r#"[{"hostPort":80,"containerPort":80,"hostIP":"1.2.3"}]"#)
-                .1
-                .contains("1.2.3")
-        );
-        assert!(
-            reason(r#"[{"hostPort":80,"containerPort":80,"protocol":6}]"#)
-                .1
-                .contains("protocol")
-        );
+        assert!(reason(r#"[{"hostPort":80,"containerPort":80,"hostIP":"1.2.3"}]"#).1.contains("1.2.3"));
+        assert!(reason(r#"[{"hostPort":80,"containerPort":80,"protocol":6}]"#).1.contains("protocol"));
         assert_eq!(reason("[null]").1, "must be an object, not null");
-        assert!(matches!(
-            problem(&pm(r#"{"hostPort":80}"#)),
-            Problem::WrongType {
-                key: "portMappings",
-                ..
-            }
-        ));
+        assert!(matches!(problem(&pm(r#"{"hostPort":80}"#)), Problem::WrongType { key: "portMappings", .. }));
     }
 
     #[test]
     fn json_bandwidth_validation() {
         let bw = |object: &str| format!(r#"[{{"name":"n","bandwidth":{object}}}]"#);
         assert!(
-            parse_one(&bw(
-                r#"{"ingressRate":0,"egressBurst":18446744073709551615,"other":"x"}"#
-            ))
-            .bandwidth
-            .is_some()
+            parse_one(&bw(r#"{"ingressRate":0,"egressBurst":18446744073709551615,"other":"x"}"#)).bandwidth.is_some()
         );
-        for bad in [
-            r#"{"ingressRate":-1}"#,
-            r#"{"egressRate":1.5}"#,
-            r#"{"ingressBurst":"10"}"#,
-        ] {
-            assert!(
-                matches!(problem(&bw(bad)), Problem::InvalidBandwidth(_)),
-                "{bad}"
-            );
+        for bad in [r#"{"ingressRate":-1}"#, r#"{"egressRate":1.5}"#, r#"{"ingressBurst":"10"}"#] {
+            assert!(matches!(problem(&bw(bad)), Problem::InvalidBandwidth(_)), "{bad}");
         }
         assert_eq!(
             problem(&bw(r#"{"ingressRate":-1}"#)).to_string(),
             "bandwidth: \"ingressRate\" must be a non-negative integer, not -1"
         );
-        assert!(matches!(
-            problem(&bw("[1]")),
-            Problem::WrongType {
-                key: "bandwidth",
-                ..
-            }
-        ));
+        assert!(matches!(problem(&bw("[1]")), Problem::WrongType { key: "bandwidth", .. }));
         assert_eq!(parse_one(&bw("null")).bandwidth, None);
     }
 
@@ -1613,43 +1278,20 @@ mod tests {
         let sel = parse_one(r#"[{"name":"n","cni-args":{"a":[1,2]},"deviceID":"dev0"}]"#);
         assert_eq!(sel.cni_args, json!({"a":[1,2]}).as_object().cloned());
         assert_eq!(sel.device_id.as_deref(), Some("dev0"));
-        assert!(matches!(
-            problem(r#"[{"name":"n","cni-args":"a=b"}]"#),
-            Problem::WrongType {
-                key: "cni-args",
-                ..
-            }
-        ));
-        assert!(matches!(
-            problem(r#"[{"name":"n","deviceID":1}]"#),
-            Problem::WrongType {
-                key: "deviceID",
-                ..
-            }
-        ));
+        assert!(matches!(problem(r#"[{"name":"n","cni-args":"a=b"}]"#), Problem::WrongType { key: "cni-args", .. }));
+        assert!(matches!(problem(r#"[{"name":"n","deviceID":1}]"#), Problem::WrongType { key: "deviceID", .. }));
     }
 
     #[test]
     fn json_element_without_name_is_reported_by_position() {
-        assert_eq!(
-            error(r#"[{"name":"a"},{"mac":"zz"}]"#).to_string(),
-            "network selection #2: \"name\" is required"
-        );
+        assert_eq!(error(r#"[{"name":"a"},{"mac":"zz"}]"#).to_string(), "network selection #2: \"name\" is required");
     }
 
     // ----- validate_ifname -----
 
     #[test]
     fn ifname_rules() {
-        for good in [
-            "eth0",
-            "a",
-            "net1.100",
-            "my_if-0",
-            "x".repeat(15).as_str(),
-            "ü0",
-            "...",
-        ] {
+        for good in ["eth0", "a", "net1.100", "my_if-0", "x".repeat(15).as_str(), "ü0", "..."] {
             assert_eq!(validate_ifname(good), Ok(()), "{good:?}");
         }
         let reason = |name: &str| match validate_ifname(name) {
@@ -1683,40 +1325,22 @@ mod tests {
                 "bandwidth":{"egressRate":5},"cni-args":{"k":"v"},"default-route":["fd00::1"],"deviceID":"d"}]"#,
         );
         let text = serde_json::to_string(&full).unwrap();
-        for key in [
-            "\"infiniband-guid\"",
-            "\"portMappings\"",
-            "\"cni-args\"",
-            "\"default-route\"",
-            "\"deviceID\"",
-        ] {
+        for key in ["\"infiniband-guid\"", "\"portMappings\"", "\"cni-args\"", "\"default-route\"", "\"deviceID\""] {
             assert!(text.contains(key), "{key} missing in {text}");
         }
-        assert_eq!(
-            serde_json::from_str::<NetworkSelection>(&text).unwrap(),
-            full
-        );
+        assert_eq!(serde_json::from_str::<NetworkSelection>(&text).unwrap(), full);
         // Re-parsing the serialized form as an annotation gives the same selection.
         assert_eq!(parse_one(&format!("[{text}]")), full);
 
         let minimal = selection("ns", "n", None);
         let text = serde_json::to_string(&minimal).unwrap();
         assert_eq!(text, r#"{"name":"n","namespace":"ns"}"#);
-        assert_eq!(
-            serde_json::from_str::<NetworkSelection>(&text).unwrap(),
-            minimal
-        );
+        assert_eq!(serde_json::from_str::<NetworkSelection>(&text).unwrap(), minimal);
 
-        let no_routes = NetworkSelection {
-            default_route: Some(vec![]),
-            ..minimal
-        };
+        let no_routes = NetworkSelection { default_route: Some(vec![]), ..minimal };
         let text = serde_json::to_string(&no_routes).unwrap();
         assert!(text.contains(r#""default-route":[]"#), "{text}");
-        assert_eq!(
-            serde_json::from_str::<NetworkSelection>(&text).unwrap(),
-            no_routes
-        );
+        assert_eq!(serde_json::from_str::<NetworkSelection>(&text).unwrap(), no_routes);
     }
 
     /// Deterministic generator: xorshift over fixed alphabets, no extra crate.
@@ -1732,9 +1356,7 @@ mod tests {
             (self.next() % n as u64) as usize
         }
         fn pick(&mut self, alphabet: &[u8], len: usize) -> String {
-            (0..len)
-                .map(|_| char::from(alphabet[self.below(alphabet.len())]))
-                .collect()
+            (0..len).map(|_| char::from(alphabet[self.below(alphabet.len())])).collect()
         }
         fn label(&mut self) -> String {
             const EDGE: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -1748,8 +1370,7 @@ mod tests {
             label
         }
         fn ifname(&mut self) -> String {
-            const IFNAME: &[u8] =
-                b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@";
+            const IFNAME: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@";
             loop {
                 let len = 1 + self.below(MAX_IFNAME_BYTES);
                 let name = self.pick(IFNAME, len);
@@ -1778,8 +1399,8 @@ mod tests {
     #[test]
     fn arbitrary_input_never_panics() {
         const PIECES: &[&str] = &[
-            "a", "/", "@", ",", " ", "[", "]", "{", "}", "\"", ":", "name", "é", "💥", "\0", "-",
-            ".", "ips", "mac", "0", "null", "\\",
+            "a", "/", "@", ",", " ", "[", "]", "{", "}", "\"", ":", "name", "é", "💥", "\0", "-", ".", "ips", "mac",
+            "0", "null", "\\",
         ];
         let mut rng = Rng(42);
         for _ in 0..5000 {
@@ -1791,12 +1412,7 @@ mod tests {
             let _ = hardware_addr_len(&value);
             let _ = check_ip_or_cidr(&value);
         }
-        for mac in [
-            "ééééééé",
-            "00:00:5e:00:53:0💥",
-            "💥💥💥💥💥💥💥",
-            "0000.5e00.530💥",
-        ] {
+        for mac in ["ééééééé", "00:00:5e:00:53:0💥", "💥💥💥💥💥💥💥", "0000.5e00.530💥"] {
             assert_eq!(hardware_addr_len(mac), None, "{mac}");
         }
     }

@@ -1,0 +1,100 @@
+//! `kube-standin`: the Kubernetes API stand-in as a process, for `make demo`
+//! and shell-level tests.
+//!
+//! Once it listens it loads the manifests, writes the kubeconfig and the
+//! address file (both atomically, so scripts can wait for them), logs
+//! `listening on URL` to stderr, and serves until SIGTERM or SIGINT.
+//!
+//! Admin API (never recorded; no token needed):
+//! `GET|DELETE /_standin/requests`, `GET /_standin/events`,
+//! `POST|DELETE /_standin/faults` (body: a JSON `Fault`),
+//! `POST /_standin/pods`, `POST /_standin/nads` (body: the object),
+//! `GET|DELETE /_standin/pods/{ns}/{name}`, `POST /_standin/latency` `{"ms":N}`,
+//! `POST /_standin/deny` `{"verb":"patch","resource":"pods"}`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use kube_standin::StandIn;
+
+/// The kubeconfig's token when `--token` is not given (then none is checked).
+const DEFAULT_TOKEN: &str = "standin";
+
+/// A Kubernetes API stand-in for multus-rs tests and the demo.
+#[derive(Debug, Parser)]
+#[command(name = "kube-standin")]
+struct Options {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Pods and NetworkAttachmentDefinitions to serve (YAML/JSON file or directory).
+    #[arg(long, value_name = "DIR_OR_FILE")]
+    load: Vec<PathBuf>,
+    /// Where to write a kubeconfig pointing at the server (mode 0600).
+    #[arg(long, value_name = "PATH")]
+    kubeconfig_out: Option<PathBuf>,
+    /// Require `Authorization: Bearer TOKEN` on API requests.
+    #[arg(long)]
+    token: Option<String>,
+    /// Where to write the server URL once ready.
+    #[arg(long, value_name = "PATH")]
+    addr_file: Option<PathBuf>,
+    /// Latency added to every API request.
+    #[arg(long, value_name = "N")]
+    latency_ms: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let options = Options::parse();
+    match run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("kube-standin: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(options: &Options) -> std::io::Result<()> {
+    let standin = StandIn::start_on(options.listen)?;
+    for path in &options.load {
+        standin.load_manifests(path)?;
+    }
+    standin.require_token(options.token.as_deref());
+    if let Some(ms) = options.latency_ms {
+        standin.set_latency(Duration::from_millis(ms));
+    }
+    if let Some(path) = &options.kubeconfig_out {
+        standin.write_kubeconfig(path, options.token.as_deref().unwrap_or(DEFAULT_TOKEN))?;
+    }
+    if let Some(path) = &options.addr_file {
+        write_atomically(path, &format!("{}\n", standin.url()))?;
+    }
+    eprintln!("listening on {}", standin.url());
+    wait_for_termination()
+}
+
+fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".{}.tmp", std::process::id()));
+    std::fs::write(&temporary, contents)?;
+    std::fs::rename(&temporary, path)
+}
+
+/// Blocks until SIGTERM or SIGINT.
+fn wait_for_termination() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        Ok(())
+    })
+}

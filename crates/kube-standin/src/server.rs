@@ -1,0 +1,150 @@
+//! HTTP/1.1 transport: one task per connection, recording, latency, faults.
+
+use std::fmt;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use crate::api::{self, ApiRequest, Route};
+use crate::state::State;
+use crate::status::Reply;
+use crate::{FaultAction, RecordedRequest, admin, lock};
+
+type Shared = Arc<Mutex<State>>;
+
+/// Accepts connections until `stop` fires (or its sender is dropped).
+pub(crate) async fn serve(listener: std::net::TcpListener, state: Shared, mut stop: oneshot::Receiver<()>) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("kube-standin: cannot use the listening socket: {err}");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve_connection(stream, Arc::clone(&state)));
+                }
+                Err(err) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    eprintln!("kube-standin: accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Returned by the service to make hyper drop the connection unanswered.
+#[derive(Debug)]
+struct ResetConnection;
+
+impl fmt::Display for ResetConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("connection reset by an injected fault")
+    }
+}
+
+impl std::error::Error for ResetConnection {}
+
+async fn serve_connection(stream: TcpStream, state: Shared) {
+    let _ = stream.set_nodelay(true);
+    // A second descriptor for the same socket, so a Reset fault can set
+    // SO_LINGER=0 (close => RST) although hyper owns the stream.
+    let socket = stream.as_fd().try_clone_to_owned().ok().map(Arc::new);
+    let service = service_fn(move |req| {
+        let state = Arc::clone(&state);
+        let socket = socket.clone();
+        async move { handle(&state, req, socket.as_deref()).await }
+    });
+    // Errors here are clients going away, or a Reset fault: nothing to report.
+    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+}
+
+async fn handle(
+    state: &Shared,
+    req: Request<Incoming>,
+    socket: Option<&OwnedFd>,
+) -> Result<Response<Full<Bytes>>, ResetConnection> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map_err(|_| ResetConnection)?.to_bytes();
+    let path = parts.uri.path();
+    let method = parts.method.as_str();
+    if let Some(admin_path) = path.strip_prefix("/_standin/") {
+        return Ok(respond(admin::serve(state, method, admin_path, &body)));
+    }
+
+    let header = |name| parts.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let route = Route::parse(path);
+    let verb = api::verb(method, route.as_ref());
+    let req = ApiRequest {
+        method,
+        route: route.as_ref(),
+        verb: &verb,
+        authorization: header(AUTHORIZATION),
+        content_type: header(CONTENT_TYPE),
+        accept: header(ACCEPT),
+        body: &body,
+    };
+    let (latency, fault) = {
+        let mut state = lock(state);
+        state.requests.push(RecordedRequest {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            query: parts.uri.query().unwrap_or("").to_owned(),
+            content_type: req.content_type.map(str::to_owned),
+            authorization: req.authorization.map(str::to_owned),
+            body: String::from_utf8_lossy(&body).into_owned(),
+            verb: verb.clone(),
+            resource: route.as_ref().map(Route::resource).unwrap_or_default(),
+        });
+        (state.latency, state.take_fault(method, path))
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match fault {
+        None => {}
+        Some(FaultAction::Status(code)) => return Ok(respond(api::fault_reply(code, &req))),
+        Some(FaultAction::Delay(delay)) => tokio::time::sleep(delay).await,
+        Some(FaultAction::Hang) => {
+            // Never answer; the client gives up on its own, and the task (with
+            // its connection) goes when the server stops.
+            std::future::pending::<()>().await;
+        }
+        Some(FaultAction::Reset) => {
+            if let Some(socket) = socket {
+                let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
+            }
+            return Err(ResetConnection);
+        }
+    }
+    let reply = api::serve(&mut lock(state), &req);
+    Ok(respond(reply))
+}
+
+fn respond(reply: Reply) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(&reply.body).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(reply.code).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if reply.code == 429 {
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}

@@ -1,0 +1,211 @@
+//! The Kubernetes client: built lazily (only ADD needs it, DEL never does), every call
+//! under a deadline, transient failures retried with backoff inside one overall budget,
+//! then reported as CNI code 11 ("try again later").
+//!
+//! kube's own `default_retry` is off: it retries up to 15 times with backoff up to
+//! 1000 s, far past any runtime's deadline. Credentials are read from the kubeconfig on
+//! every invocation, so rotated service-account tokens keep working.
+
+use crate::config::MultusConf;
+use crate::error::{CniError, Result, code};
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::Value;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// The longest a single request may take, whatever the budget left.
+const MAX_REQUEST: Duration = Duration::from_secs(5);
+
+pub struct Kube {
+    client: Client,
+    deadline: Instant,
+}
+
+fn is_transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => matches!(s.code, 429 | 500 | 502 | 503 | 504),
+        // connection refused/reset, timeouts, TLS hiccups below the HTTP layer
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// A non-transient API failure keeps the apiserver's own words.
+pub fn api_error(what: &str, e: &kube::Error) -> CniError {
+    let code = if is_transient(e) { code::TRY_AGAIN_LATER } else { code::KUBERNETES };
+    let msg = match e {
+        kube::Error::Api(s) => format!("{what}: {} ({} {})", s.message, s.code, s.reason),
+        other => format!("{what}: {other}"),
+    };
+    CniError::new(code, msg)
+}
+
+impl Kube {
+    /// `None` when there is no kubeconfig and no in-cluster environment: pure static mode.
+    pub async fn connect(conf: &MultusConf, budget: Duration) -> Result<Option<Kube>> {
+        let deadline = Instant::now() + budget;
+        let mut cfg = if !conf.kubeconfig.is_empty() {
+            let kc = Kubeconfig::read_from(&conf.kubeconfig).map_err(|e| {
+                CniError::new(code::KUBERNETES, format!("failed to read the kubeconfig {}: {e}", conf.kubeconfig))
+            })?;
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.map_err(|e| {
+                CniError::new(
+                    code::KUBERNETES,
+                    format!("failed to get context for the kubeconfig {}: {e}", conf.kubeconfig),
+                )
+            })?
+        } else if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+            && std::env::var_os("KUBERNETES_SERVICE_PORT").is_some()
+        {
+            Config::incluster()
+                .map_err(|e| CniError::new(code::KUBERNETES, format!("in-cluster configuration: {e}")))?
+        } else {
+            return Ok(None);
+        };
+        let per_request = budget.min(MAX_REQUEST);
+        cfg.connect_timeout = Some(per_request);
+        cfg.read_timeout = Some(per_request);
+        cfg.write_timeout = Some(per_request);
+        cfg.default_retry = false;
+        let client = Client::try_from(cfg)
+            .map_err(|e| CniError::new(code::KUBERNETES, format!("cannot build the Kubernetes client: {e}")))?;
+        Ok(Some(Kube { client, deadline }))
+    }
+
+    /// For tests and tools: a client with an explicit budget.
+    pub fn from_client(client: Client, budget: Duration) -> Kube {
+        Kube { client, deadline: Instant::now() + budget }
+    }
+
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Run `call` until it succeeds, fails for good, or the budget is spent.
+    async fn retrying<T, F, Fut>(&self, what: &str, call: F) -> std::result::Result<T, (CniError, Option<u16>)>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = std::result::Result<T, kube::Error>>,
+    {
+        let mut backoff = Duration::from_millis(50);
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let remaining = self.remaining();
+            if remaining.is_zero() {
+                return Err((
+                    CniError::new(
+                        code::TRY_AGAIN_LATER,
+                        format!("{what}: no answer from the API server within the budget"),
+                    ),
+                    None,
+                ));
+            }
+            match tokio::time::timeout(remaining.min(MAX_REQUEST), call()).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => {
+                    let status = if let kube::Error::Api(s) = &e { Some(s.code) } else { None };
+                    if !is_transient(&e) || self.remaining() <= backoff {
+                        let mut err = api_error(what, &e);
+                        if attempts > 1 {
+                            err.msg.push_str(&format!(" (after {attempts} attempts)"));
+                        }
+                        return Err((err, status));
+                    }
+                    tracing::warn!("{what}: transient API error, retrying in {backoff:?}: {e}");
+                }
+                Err(_) => {
+                    if self.remaining() <= backoff {
+                        return Err((
+                            CniError::new(
+                                code::TRY_AGAIN_LATER,
+                                format!("{what}: the API server did not answer in time"),
+                            ),
+                            None,
+                        ));
+                    }
+                    tracing::warn!("{what}: API request timed out, retrying");
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// The pod, or `None` when the API says it does not exist.
+    pub async fn get_pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        self.retrying(&format!("error getting pod {namespace}/{name}"), || api.get_opt(name)).await.map_err(|(e, _)| e)
+    }
+
+    /// A NetworkAttachmentDefinition, or `None` when it does not exist.
+    pub async fn get_nad(&self, namespace: &str, name: &str) -> std::result::Result<Option<DynamicObject>, CniError> {
+        let gvk = GroupVersionKind::gvk("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition");
+        let ar = ApiResource::from_gvk_with_plural(&gvk, "network-attachment-definitions");
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &ar);
+        self.retrying(&format!("cannot get network-attachment-definition {namespace}/{name}"), || api.get_opt(name))
+            .await
+            .map_err(|(e, _)| e)
+    }
+
+    /// Set pod annotations with one JSON merge-patch (no read-modify-write race,
+    /// Multus #855). A pod that is gone is not an error. When the ClusterRole in place
+    /// is Go Multus' stock one (no `patch` on pods: 403), fall back to what Go Multus
+    /// does: GET + update of `pods/status`, retried on conflict.
+    pub async fn set_pod_annotations(
+        &self,
+        namespace: &str,
+        name: &str,
+        annotations: &serde_json::Map<String, Value>,
+    ) -> Result<()> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
+        let what = format!("error setting the network status of pod {namespace}/{name}");
+        let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+        match self.retrying(&what, || api.patch(name, &params, &patch)).await {
+            Ok(_) => Ok(()),
+            Err((_, Some(404))) => {
+                tracing::info!("pod {namespace}/{name} is gone; network status not written");
+                Ok(())
+            }
+            Err((_, Some(403))) => self.update_status_annotations(&api, &what, name, annotations).await,
+            Err((e, _)) => Err(e),
+        }
+    }
+
+    async fn update_status_annotations(
+        &self,
+        api: &Api<Pod>,
+        what: &str,
+        name: &str,
+        annotations: &serde_json::Map<String, Value>,
+    ) -> Result<()> {
+        for _ in 0..5 {
+            let Some(mut pod) = self.retrying(what, || api.get_opt(name)).await.map_err(|(e, _)| e)? else {
+                return Ok(());
+            };
+            let anns = pod.metadata.annotations.get_or_insert_with(Default::default);
+            for (k, v) in annotations {
+                anns.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+            }
+            let params = PostParams::default();
+            match self.retrying(what, || api.replace_status(name, &params, &pod)).await {
+                Ok(_) => return Ok(()),
+                Err((_, Some(409))) => continue,
+                Err((_, Some(404))) => return Ok(()),
+                Err((e, _)) => return Err(e),
+            }
+        }
+        Err(CniError::new(code::TRY_AGAIN_LATER, format!("{what}: conflict after 5 attempts")))
+    }
+
+    /// Create a core/v1 Event (best effort: the caller bounds it and logs failures).
+    pub async fn create_event(&self, namespace: &str, event: &Event) -> Result<()> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+        let params = PostParams::default();
+        self.retrying("error creating event", || api.create(&params, event)).await.map(|_| ()).map_err(|(e, _)| e)
+    }
+}
