@@ -2,7 +2,7 @@
 # idempotently, from Debian's packages (CI starts from a fresh machine).
 
 CARGO ?= cargo
-DEB_PACKAGES := containernetworking-plugins iproute2 iptables iputils-ping jq
+DEB_PACKAGES := containernetworking-plugins iproute2 iptables iputils-ping jq curl
 STAMP := target/.deps-installed
 
 .PHONY: deps build release test lint unit demo bench fuzz clean-netns

@@ -143,15 +143,35 @@ impl StandIn {
     /// Starts a server on `addr`, on its own thread with its own tokio runtime,
     /// so it works from both sync and async tests.
     pub fn start_on(addr: SocketAddr) -> io::Result<StandIn> {
-        let listener = TcpListener::bind(addr)?;
+        StandIn::start_with_listeners(TcpListener::bind(addr)?, Vec::new())
+    }
+
+    /// Starts a server on an already bound `listener`, also accepting on `extra`
+    /// listeners that share the same state (e.g. sockets bound inside other network
+    /// namespaces, so "nodes" in netns reach one API server on their own loopback).
+    pub fn start_with_listeners(listener: TcpListener, extra: Vec<TcpListener>) -> io::Result<StandIn> {
         listener.set_nonblocking(true)?;
+        for l in &extra {
+            l.set_nonblocking(true)?;
+        }
         let addr = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let state = Arc::new(Mutex::new(State::default()));
         let (shutdown, stopped) = oneshot::channel();
         let shared = Arc::clone(&state);
         let thread = std::thread::Builder::new().name("kube-standin".into()).spawn(move || {
-            runtime.block_on(server::serve(listener, shared, stopped));
+            runtime.block_on(async move {
+                for l in extra {
+                    // These end when the runtime is dropped below.
+                    let (_keep, never) = oneshot::channel::<()>();
+                    let state = Arc::clone(&shared);
+                    tokio::spawn(async move {
+                        let _keep = _keep;
+                        server::serve(l, state, never).await
+                    });
+                }
+                server::serve(listener, shared, stopped).await
+            });
             // Dropping the runtime here cancels every connection task.
             drop(runtime);
         })?;

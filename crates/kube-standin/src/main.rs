@@ -42,6 +42,10 @@ struct Options {
     /// Where to write the server URL once ready.
     #[arg(long, value_name = "PATH")]
     addr_file: Option<PathBuf>,
+    /// Also listen on 127.0.0.1:<same port> inside this network namespace
+    /// (e.g. /var/run/netns/NODE), so processes there reach the same server.
+    #[arg(long, value_name = "NETNS_PATH")]
+    also_listen_in_netns: Vec<PathBuf>,
     /// Latency added to every API request.
     #[arg(long, value_name = "N")]
     latency_ms: Option<u64>,
@@ -59,7 +63,11 @@ fn main() -> ExitCode {
 }
 
 fn run(options: &Options) -> std::io::Result<()> {
-    let standin = StandIn::start_on(options.listen)?;
+    let primary = std::net::TcpListener::bind(options.listen)?;
+    let port = primary.local_addr()?.port();
+    let extra =
+        options.also_listen_in_netns.iter().map(|ns| bind_in_netns(ns, port)).collect::<std::io::Result<Vec<_>>>()?;
+    let standin = StandIn::start_with_listeners(primary, extra)?;
     for path in &options.load {
         standin.load_manifests(path)?;
     }
@@ -75,6 +83,22 @@ fn run(options: &Options) -> std::io::Result<()> {
     }
     eprintln!("listening on {}", standin.url());
     wait_for_termination()
+}
+
+/// Bind 127.0.0.1:`port` inside the network namespace at `netns`: a socket belongs to
+/// the namespace of the thread that created it, so enter it, bind, and come back.
+fn bind_in_netns(netns: &Path, port: u16) -> std::io::Result<std::net::TcpListener> {
+    use nix::sched::{CloneFlags, setns};
+    let home = std::fs::File::open("/proc/thread-self/ns/net")?;
+    let target = std::fs::File::open(netns)?;
+    setns(&target, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+    let bound = std::net::TcpListener::bind(("127.0.0.1", port));
+    if let Err(e) = setns(&home, CloneFlags::CLONE_NEWNET) {
+        // Serving from the wrong namespace would be worse than stopping.
+        eprintln!("kube-standin: cannot return to the original network namespace: {e}");
+        std::process::abort();
+    }
+    bound
 }
 
 fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
