@@ -191,21 +191,21 @@ pub async fn validate_plan<E: PluginExec, N: NetnsOps>(
         }
         crate::cni::env::validate_ifname(&d.ifname)
             .map_err(|e| CniError::invalid_config(format!("{} network {:?}: {e}", k8s.tag(), d.name)))?;
-        if node
-            .netns
-            .link(Path::new(&node.env.netns), &d.ifname)
-            .await
-            .map_err(|e| CniError::new(code::NETNS, e.to_string()))?
-            .is_some()
-        {
-            return Err(CniError::new(
-                code::NETNS,
-                format!(
-                    "cannot set {:?} interface name to {:?}: interface name {} already exists",
-                    d.name, d.ifname, d.ifname
-                ),
-            ));
-        }
+    }
+    // One netlink dump of the pod's links, not one lookup per attachment.
+    let existing = node
+        .netns
+        .links(Path::new(&node.env.netns))
+        .await
+        .map_err(|e| CniError::new(code::NETNS, format!("{} {e}", k8s.tag())))?;
+    if let Some(d) = plan.iter().find(|d| existing.iter().any(|l| l.name == d.ifname)) {
+        return Err(CniError::new(
+            code::NETNS,
+            format!(
+                "cannot set {:?} interface name to {:?}: interface name {} already exists",
+                d.name, d.ifname, d.ifname
+            ),
+        ));
     }
     Ok(())
 }
