@@ -229,6 +229,29 @@ pub fn all_results(cni_dir: &Path) -> Vec<(PathBuf, Option<CachedResult>)> {
         .collect()
 }
 
+/// The attachments of `container_id` as the results cache records them (each record
+/// holds its network config bytes): what DEL and GC fall back on when the scratch cache
+/// is gone or torn. Master first; DEL walks the list backwards.
+pub fn delegates_from_results(cni_dir: &Path, container_id: &str, master_ifname: &str) -> Vec<Delegate> {
+    let mut found: Vec<Delegate> = all_results(cni_dir)
+        .into_iter()
+        .filter_map(|(_, r)| r)
+        .filter(|r| r.container_id == container_id && r.kind == "cniCacheV1")
+        .filter_map(|r| {
+            let config = NetworkConfig::parse(B64.decode(r.config.as_bytes()).ok()?).ok()?;
+            Some(Delegate {
+                name: r.network_name.clone(),
+                master: r.if_name == master_ifname,
+                ifname: r.if_name,
+                capability_args: r.capability_args,
+                config,
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| b.master.cmp(&a.master).then_with(|| a.ifname.cmp(&b.ifname)));
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

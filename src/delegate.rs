@@ -241,7 +241,8 @@ impl BinaryExec {
             search_path.push(PathBuf::from(bin_dir));
         }
         search_path.extend(cni_path.iter().cloned());
-        BinaryExec { search_path, cni_path: cni_path.to_vec(), timeout }
+        // Delegates look up their own IPAM plugins in CNI_PATH: give them binDir too.
+        BinaryExec { cni_path: search_path.clone(), search_path, timeout }
     }
 }
 

@@ -135,7 +135,6 @@ async fn publish<E: PluginExec, N: NetnsOps>(
     plan: &Plan,
     results: &[Value],
 ) -> Result<()> {
-    let netns = Path::new(&node.env.netns);
     let mut entries = Vec::new();
     let mut events = Vec::new();
     for (i, d) in plan.delegates.iter().enumerate() {
@@ -145,18 +144,23 @@ async fn publish<E: PluginExec, N: NetnsOps>(
             events.push(("Normal", "AddedInterface", status::added_interface_message(&d.ifname, &r, &d.name)));
         }
         let gws = plan.default_routes.get(i).cloned().flatten().unwrap_or_default();
-        for mut e in status::entries(&d.name, &d.ifname, d.master, &r, &gws) {
-            // Fill what the result lacks (Calico reports no sandbox interface) from the netns.
-            if e.mac.is_empty() && !e.interface.is_empty() {
-                if let Ok(Some(link)) = node.netns.link(netns, &e.interface).await {
-                    e.mac = link.mac.unwrap_or_default();
-                } else if e.interface == d.ifname && r.sandbox_interfaces().next().is_none() {
-                    e.interface.clear(); // we cannot confirm it: say nothing rather than guess
-                }
+        let confirmed = r.sandbox_interfaces().next().is_some();
+        entries.extend(status::entries(&d.name, &d.ifname, d.master, &r, &gws).into_iter().map(|e| (e, confirmed)));
+    }
+    // Fill what results lack (Calico reports no sandbox interface, some plugins no MAC)
+    // from the netns: one netlink dump, only when something is missing.
+    if entries.iter().any(|(e, _)| e.mac.is_empty() && !e.interface.is_empty()) {
+        let links = node.netns.links(Path::new(&node.env.netns)).await.unwrap_or_default();
+        for (e, confirmed) in entries.iter_mut().filter(|(e, _)| e.mac.is_empty() && !e.interface.is_empty()) {
+            match links.iter().find(|l| l.name == e.interface) {
+                Some(link) => e.mac = link.mac.clone().unwrap_or_default(),
+                // An interface name we only requested and cannot see: say nothing rather than guess.
+                None if !*confirmed => e.interface.clear(),
+                None => {}
             }
-            entries.push(e);
         }
     }
+    let entries: Vec<_> = entries.into_iter().map(|(e, _)| e).collect();
     let value = status::annotation_value(&entries);
     let mut annotations = serde_json::Map::new();
     annotations.insert(status::NETWORK_STATUS_ANNOTATION.into(), value.clone().into());

@@ -20,10 +20,7 @@ pub async fn check<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
     };
     for d in &delegates {
         let rt = node.runtime_conf(&k8s, d);
-        let mut cached = node.cached_result(d);
-        if cached.is_none() && d.master {
-            cached = node.conf.prev_result.clone();
-        }
+        let cached = node.prev_result_for(d);
         delegate::check_network(&node.exec, &d.config, &rt, cached.as_ref())
             .await
             .map_err(|e| e.context(format!("{} CHECK of {} ({})", k8s.tag(), d.ifname, d.name)))?;

@@ -4,7 +4,7 @@
 use super::Node;
 use crate::cache;
 use crate::cni::K8sArgs;
-use crate::delegate::{self, Delegate, NetworkConfig, PluginExec};
+use crate::delegate::{self, Delegate, PluginExec};
 use crate::error::{ErrorList, Result};
 use crate::k8s::client::Kube;
 use crate::k8s::pod::{self, PodLookup};
@@ -32,10 +32,7 @@ pub async fn del<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
             d.capability_args = runtime.clone();
         }
         let rt = node.runtime_conf(&k8s, &d);
-        let mut cached = node.cached_result(&d);
-        if cached.is_none() && d.master {
-            cached = node.conf.prev_result.clone();
-        }
+        let cached = node.prev_result_for(&d);
         match delegate::del_network(&node.exec, &d.config, &rt, cached.as_ref()).await {
             Ok(()) => cache::remove_result(&cni_dir, d.config.name(), cid, &d.ifname),
             Err(e) => errors.push(e.context(format!("{} error deleting {} ({})", k8s.tag(), d.ifname, d.name))),
@@ -57,7 +54,7 @@ const DEL_API_BUDGET: Duration = Duration::from_secs(3);
 /// delegates rebuilt from the pod as ADD would; else the config's static delegates.
 /// (Go Multus returns success without deleting anything when the pod is gone, #586.)
 pub async fn fallback_delegates<E: PluginExec, N>(node: &Node<E, N>, k8s: &K8sArgs) -> Result<Vec<Delegate>> {
-    let from_results = delegates_from_results(node);
+    let from_results = cache::delegates_from_results(&node.cni_dir(), &node.env.container_id, &node.env.ifname);
     if !from_results.is_empty() {
         tracing::info!("{} deleting {} attachments found in the results cache", k8s.tag(), from_results.len());
         return Ok(from_results);
@@ -77,27 +74,4 @@ async fn from_api<E: PluginExec, N>(node: &Node<E, N>, k8s: &K8sArgs) -> Result<
     let Some(kube) = Kube::connect(&node.conf, budget).await? else { return Ok(None) };
     let PodLookup::Found(pod) = pod::lookup(node, &kube, k8s).await? else { return Ok(None) };
     Ok(Some(pod::plan(node, Some(&kube), k8s, Some(&pod)).await?.delegates))
-}
-
-fn delegates_from_results<E: PluginExec, N>(node: &Node<E, N>) -> Vec<Delegate> {
-    use base64::Engine;
-    let mut found: Vec<Delegate> = cache::all_results(&node.cni_dir())
-        .into_iter()
-        .filter_map(|(_, r)| r)
-        .filter(|r| r.container_id == node.env.container_id && r.kind == "cniCacheV1")
-        .filter_map(|r| {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(r.config.as_bytes()).ok()?;
-            let config = NetworkConfig::parse(bytes).ok()?;
-            Some(Delegate {
-                name: r.network_name.clone(),
-                master: r.if_name == node.env.ifname,
-                ifname: r.if_name,
-                capability_args: r.capability_args,
-                config,
-            })
-        })
-        .collect();
-    // Master first, then by interface name: DEL walks the list backwards.
-    found.sort_by(|a, b| b.master.cmp(&a.master).then_with(|| a.ifname.cmp(&b.ifname)));
-    found
 }

@@ -2,9 +2,11 @@
 //!
 //! Go Multus ignores the runtime's `cni.dev/valid-attachments` and only forwards GC to
 //! the cluster network with its own cache as keep-list, so stale scratch-cache entries
-//! (and the IPs behind them) live forever. Here: every cached container that is not
-//! valid is DELeted from its cache, then its entries are removed, then GC is forwarded
-//! to the primary network with the runtime's list.
+//! (and the IPs behind them) live forever. Here, when the runtime gives the list: every
+//! cached container not in it is DELeted with what its caches recorded (netns, CNI_ARGS,
+//! config), then its entries are removed; then GC is forwarded to the primary network.
+//! Without a list nothing of ours is removed: deleting live pods' addresses on a
+//! malformed GC would be far worse than keeping a stale entry.
 
 use super::Node;
 use crate::cache;
@@ -12,68 +14,89 @@ use crate::cni::{K8sArgs, Version};
 use crate::config::Attachment;
 use crate::delegate::{self, PluginExec, RuntimeConf};
 use crate::error::{CniError, ErrorList, Result, code};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
 
 pub async fn gc<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
     if node.conf.version() < Version::V1_1_0 {
         return Err(CniError::new(code::INCOMPATIBLE_VERSION, "config version does not allow GC"));
     }
     node.conf.require_networks()?;
-    let valid: Vec<Attachment> = node.conf.valid_attachments.clone().unwrap_or_default();
-    let valid_containers: HashSet<&str> = valid.iter().map(|a| a.container_id.as_str()).collect();
-    let cni_dir = node.cni_dir();
     let mut errors = ErrorList::default();
-
-    for cid in cache::cached_containers(&cni_dir) {
-        if valid_containers.contains(cid.as_str()) {
-            continue;
-        }
-        match cache::load_delegates(&cni_dir, &cid, "eth0") {
-            Ok(Some(delegates)) => {
-                let mut failed = false;
-                for d in delegates.iter().rev() {
-                    let rt = RuntimeConf {
-                        container_id: cid.clone(),
-                        netns: String::new(),
-                        ifname: d.ifname.clone(),
-                        cni_args: node.delegate_cni_args(&K8sArgs::default(), d),
-                        capability_args: d.capability_args.clone(),
-                    };
-                    let cached = cache::load_result(&cni_dir, d.config.name(), &cid, &d.ifname).and_then(|r| r.result);
-                    match delegate::del_network(&node.exec, &d.config, &rt, cached.as_ref()).await {
-                        Ok(()) => cache::remove_result(&cni_dir, d.config.name(), &cid, &d.ifname),
-                        Err(e) => {
-                            failed = true;
-                            errors.push(e.context(format!("GC of stale container {cid}")));
-                        }
-                    }
-                }
-                if !failed {
-                    let _ = cache::remove_delegates(&cni_dir, &cid);
-                    tracing::info!("GC removed stale attachments of container {cid}");
-                }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!("GC: removing unreadable cache of {cid}: {}", e.msg);
-                let _ = cache::remove_delegates(&cni_dir, &cid);
-            }
-        }
-    }
-    // Results of containers that are not valid and have no scratch entry left.
-    for (path, record) in cache::all_results(&cni_dir) {
-        let stale = record.as_ref().is_none_or(|r| !valid_containers.contains(r.container_id.as_str()));
-        if stale
-            && !cache::cached_containers(&cni_dir).iter().any(|c| record.as_ref().is_some_and(|r| &r.container_id == c))
-        {
-            let _ = crate::fsutil::remove_if_exists(&path);
-        }
+    match &node.conf.valid_attachments {
+        Some(valid) => collect_stale(node, valid, &mut errors).await,
+        None => tracing::info!("GC without cni.dev/valid-attachments: nothing of ours is removed"),
     }
     if let Some(master) = node.static_delegates()?.into_iter().next() {
-        let list = serde_json::to_value(&valid).unwrap_or_default();
+        let list = serde_json::to_value(node.conf.valid_attachments.clone().unwrap_or_default()).unwrap_or_default();
         if let Err(e) = delegate::gc_network(&node.exec, &master.config, &RuntimeConf::default(), &list).await {
             errors.push(e);
         }
     }
     errors.into_result()
+}
+
+async fn collect_stale<E: PluginExec, N>(node: &Node<E, N>, valid: &[Attachment], errors: &mut ErrorList) {
+    let cni_dir = node.cni_dir();
+    let valid: HashSet<&str> = valid.iter().map(|a| a.container_id.as_str()).collect();
+    let records = cache::all_results(&cni_dir);
+    let mut stale: BTreeSet<String> = cache::cached_containers(&cni_dir).into_iter().collect();
+    stale.extend(records.iter().filter_map(|(_, r)| r.as_ref()).map(|r| r.container_id.clone()));
+    stale.retain(|cid| !valid.contains(cid.as_str()));
+    for cid in stale {
+        if delete_container(node, &cni_dir, &cid, errors).await {
+            tracing::info!("GC removed the stale attachments of container {cid}");
+        }
+    }
+    // Records nobody can read cannot be DELeted; they only mislead later GCs.
+    for (path, record) in records {
+        if record.is_none() {
+            let _ = crate::fsutil::remove_if_exists(&path);
+        }
+    }
+}
+
+/// DEL every attachment of a stale container; true when all went away.
+async fn delete_container<E: PluginExec, N>(
+    node: &Node<E, N>,
+    cni_dir: &Path,
+    cid: &str,
+    errors: &mut ErrorList,
+) -> bool {
+    let delegates = match cache::load_delegates(cni_dir, cid, "eth0") {
+        Ok(Some(d)) => d,
+        Ok(None) => cache::delegates_from_results(cni_dir, cid, "eth0"),
+        Err(e) => {
+            tracing::warn!("GC: unreadable cache of {cid} ({}); using the results cache", e.msg);
+            cache::delegates_from_results(cni_dir, cid, "eth0")
+        }
+    };
+    let mut all_gone = true;
+    for d in delegates.iter().rev() {
+        let record = cache::load_result(cni_dir, d.config.name(), cid, &d.ifname);
+        // The netns and pod identity the attachment was made with: plugins such as
+        // Calico need the pod name on DEL.
+        let rt = RuntimeConf {
+            container_id: cid.to_string(),
+            netns: record.as_ref().map(|r| r.netns.clone()).unwrap_or_default(),
+            ifname: d.ifname.clone(),
+            cni_args: record
+                .as_ref()
+                .map(|r| r.cni_args.clone())
+                .unwrap_or_else(|| node.delegate_cni_args(&K8sArgs::default(), d)),
+            capability_args: d.capability_args.clone(),
+        };
+        let cached = record.and_then(|r| r.result);
+        match delegate::del_network(&node.exec, &d.config, &rt, cached.as_ref()).await {
+            Ok(()) => cache::remove_result(cni_dir, d.config.name(), cid, &d.ifname),
+            Err(e) => {
+                all_gone = false;
+                errors.push(e.context(format!("GC of stale container {cid}")));
+            }
+        }
+    }
+    if all_gone {
+        let _ = cache::remove_delegates(cni_dir, cid);
+    }
+    all_gone
 }

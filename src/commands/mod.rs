@@ -11,7 +11,7 @@ pub mod status;
 pub mod version;
 
 use crate::cache;
-use crate::cni::{CniEnv, Command, K8sArgs, version::LATEST};
+use crate::cni::{CniEnv, CniResult, Command, K8sArgs, version::LATEST};
 use crate::config::MultusConf;
 use crate::delegate::{BinaryExec, Delegate, NetworkConfig, PluginExec, RuntimeConf};
 use crate::error::{CniError, Result, code};
@@ -208,6 +208,24 @@ impl<E: PluginExec, N> Node<E, N> {
 
     pub fn cached_result(&self, d: &Delegate) -> Option<Value> {
         cache::load_result(&self.cni_dir(), d.config.name(), &self.env.container_id, &d.ifname).and_then(|r| r.result)
+    }
+
+    /// The prevResult for a DEL/CHECK of `d`: its cached result, else (for the master)
+    /// the runtime's prevResult — which is our own printed result, in our config's
+    /// version, so it is converted to the delegate's version first (a delegate refuses
+    /// a prevResult of another version).
+    pub fn prev_result_for(&self, d: &Delegate) -> Option<Value> {
+        self.cached_result(d).or_else(|| {
+            let prev = self.conf.prev_result.as_ref().filter(|_| d.master)?;
+            let target = d.config.cni_version();
+            CniResult::convert(
+                prev,
+                &self.conf.cni_version,
+                if target.is_empty() { &self.conf.cni_version } else { target },
+            )
+            .map_err(|e| tracing::warn!("ignoring the runtime's prevResult: {}", e.msg))
+            .ok()
+        })
     }
 }
 
