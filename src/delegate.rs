@@ -63,6 +63,20 @@ impl NetworkConfig {
                 return Err(CniError::invalid_config("delegate must have the 'type' or 'plugins' field"));
             }
         };
+        // The name makes file names (the results cache `<net>-<cid>-<if>`): libcni's rule,
+        // so that `../../x` can never write outside cniDir. Empty is reported by callers.
+        match value.get("name") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(n)) if n.is_empty() || crate::config::valid_network_name(n) => {}
+            Some(Value::String(n)) => {
+                return Err(CniError::invalid_config(format!(
+                    "invalid characters found in network name {n:?}"
+                )));
+            }
+            Some(_) => {
+                return Err(CniError::invalid_config("network name must be a string"));
+            }
+        }
         if let Some(v) = value.get("cniVersion") {
             let Value::String(v) = v else {
                 return Err(CniError::invalid_config("delegate cniVersion must be a string"));
@@ -548,6 +562,20 @@ mod tests {
         assert_eq!(NetworkConfig::from_value(&json!({"name":"n"})).unwrap_err().code, 7);
         assert_eq!(NetworkConfig::from_value(&json!({"name":"n","plugins":[]})).unwrap_err().code, 7);
         assert_eq!(NetworkConfig::parse(b"{".to_vec()).unwrap_err().code, 7);
+        for bad in [
+            json!("../../x"),
+            json!("a/b"),
+            json!("a b"),
+            json!(".."),
+            json!(7),
+        ] {
+            let e =
+                NetworkConfig::from_value(&json!({"name": bad, "type": "macvlan"})).unwrap_err();
+            assert_eq!(e.code, 7, "{bad}");
+        }
+        for ok in ["k8s-pod-network", "macvlan_conf.1", ""] {
+            NetworkConfig::from_value(&json!({"name": ok, "type": "macvlan"})).unwrap();
+        }
         assert_eq!(
             NetworkConfig::from_value(&json!({"name":"n","type":"x","cniVersion":"5.0.0"})).unwrap_err().code,
             1
