@@ -30,6 +30,7 @@ lint:
 # Unit tests, integration tests with Debian's real plugins in real network namespaces,
 # the Kubernetes API stand-in, failure paths and bad inputs.
 test: deps lint
+	$(CARGO) build --locked --workspace --bins --examples
 	$(CARGO) test --locked --workspace --all-targets -- --test-threads=2
 
 demo: deps

@@ -41,18 +41,12 @@ fn env(k: &str) -> String {
 }
 
 fn error(version: &str, code: u32, msg: &str) -> ! {
-    println!(
-        "{}",
-        json!({"cniVersion": version, "code": code, "msg": msg, "details": "fake details"})
-    );
+    println!("{}", json!({"cniVersion": version, "code": code, "msg": msg, "details": "fake details"}));
     std::process::exit(1);
 }
 
 fn add_result(version: &str, ifname: &str, netns: &str, ip: &str) -> Value {
-    let gateway = ip
-        .rsplit_once('.')
-        .map(|(net, _)| format!("{net}.1"))
-        .unwrap_or_default();
+    let gateway = ip.rsplit_once('.').map(|(net, _)| format!("{net}.1")).unwrap_or_default();
     match version {
         "0.1.0" | "0.2.0" => json!({
             "cniVersion": version,
@@ -105,13 +99,8 @@ fn main() {
             "pid": std::process::id(),
             "stdin": conf,
         });
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(record)
-            .expect("open record file");
-        f.write_all(format!("{line}\n").as_bytes())
-            .expect("write record file");
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(record).expect("open record file");
+        f.write_all(format!("{line}\n").as_bytes()).expect("write record file");
     }
 
     let key = command.to_ascii_lowercase();
@@ -138,10 +127,7 @@ fn main() {
             std::process::exit(1);
         }
         "garbage0" => println!("this is not JSON either"),
-        "badresult" => println!(
-            "{}",
-            json!({"cniVersion": version, "ips": [{"address": "banana"}], "dns": {}})
-        ),
+        "badresult" => println!("{}", json!({"cniVersion": version, "ips": [{"address": "banana"}], "dns": {}})),
         "empty" => {}
         "exit1" => std::process::exit(1),
         "hang" => loop {

@@ -69,9 +69,7 @@ impl NetworkConfig {
             None | Some(Value::Null) => {}
             Some(Value::String(n)) if n.is_empty() || crate::config::valid_network_name(n) => {}
             Some(Value::String(n)) => {
-                return Err(CniError::invalid_config(format!(
-                    "invalid characters found in network name {n:?}"
-                )));
+                return Err(CniError::invalid_config(format!("invalid characters found in network name {n:?}")));
             }
             Some(_) => {
                 return Err(CniError::invalid_config("network name must be a string"));
@@ -562,15 +560,8 @@ mod tests {
         assert_eq!(NetworkConfig::from_value(&json!({"name":"n"})).unwrap_err().code, 7);
         assert_eq!(NetworkConfig::from_value(&json!({"name":"n","plugins":[]})).unwrap_err().code, 7);
         assert_eq!(NetworkConfig::parse(b"{".to_vec()).unwrap_err().code, 7);
-        for bad in [
-            json!("../../x"),
-            json!("a/b"),
-            json!("a b"),
-            json!(".."),
-            json!(7),
-        ] {
-            let e =
-                NetworkConfig::from_value(&json!({"name": bad, "type": "macvlan"})).unwrap_err();
+        for bad in [json!("../../x"), json!("a/b"), json!("a b"), json!(".."), json!(7)] {
+            let e = NetworkConfig::from_value(&json!({"name": bad, "type": "macvlan"})).unwrap_err();
             assert_eq!(e.code, 7, "{bad}");
         }
         for ok in ["k8s-pod-network", "macvlan_conf.1", ""] {

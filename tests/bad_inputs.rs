@@ -27,14 +27,7 @@ enum Stdin {
 }
 
 fn case(name: &'static str, code: u64) -> Case {
-    Case {
-        name,
-        code,
-        command: "ADD",
-        set: Vec::new(),
-        unset: Vec::new(),
-        stdin: Stdin::Conf(|_| {}),
-    }
+    Case { name, code, command: "ADD", set: Vec::new(), unset: Vec::new(), stdin: Stdin::Conf(|_| {}) }
 }
 
 impl Case {
@@ -61,12 +54,7 @@ impl Case {
 }
 
 fn nested(depth: usize, open: &str, close: &str) -> Vec<u8> {
-    format!(
-        r#"{{"cniVersion":"1.0.0","name":"deep","x":{}{}}}"#,
-        open.repeat(depth),
-        close.repeat(depth)
-    )
-    .into_bytes()
+    format!(r#"{{"cniVersion":"1.0.0","name":"deep","x":{}{}}}"#, open.repeat(depth), close.repeat(depth)).into_bytes()
 }
 
 fn cases() -> Vec<Case> {
@@ -112,8 +100,7 @@ fn cases() -> Vec<Case> {
         case("delegate missing type", 7).conf(|c| {
             c["delegates"][0].as_object_mut().unwrap().remove("type");
         }),
-        case("delegate type ../../bin/sh", 7)
-            .conf(|c| c["delegates"][0]["type"] = "../../bin/sh".into()),
+        case("delegate type ../../bin/sh", 7).conf(|c| c["delegates"][0]["type"] = "../../bin/sh".into()),
         case("delegate type /bin/sh", 7).conf(|c| c["delegates"][0]["type"] = "/bin/sh".into()),
         case("delegate type ..", 7).conf(|c| c["delegates"][0]["type"] = "..".into()),
         case("delegate type with NUL", 7).conf(|c| c["delegates"][0]["type"] = "fake\0x".into()),
@@ -125,12 +112,10 @@ fn cases() -> Vec<Case> {
             c["delegates"].as_array_mut().unwrap().push(d);
         }),
         case("conflist plugin type /bin/sh", 7).conf(|c| {
-            c["delegates"][0] =
-                json!({"cniVersion": "1.0.0", "name": "l", "plugins": [{"type": "/bin/sh"}]});
+            c["delegates"][0] = json!({"cniVersion": "1.0.0", "name": "l", "plugins": [{"type": "/bin/sh"}]});
         }),
         case("conflist plugin missing type", 7).conf(|c| {
-            c["delegates"][0] =
-                json!({"cniVersion": "1.0.0", "name": "l", "plugins": [{"mtu": 1400}]});
+            c["delegates"][0] = json!({"cniVersion": "1.0.0", "name": "l", "plugins": [{"mtu": 1400}]});
         }),
         case("conflist without plugins", 7).conf(|c| {
             c["delegates"][0] = json!({"cniVersion": "1.0.0", "name": "l", "plugins": []});
@@ -139,69 +124,46 @@ fn cases() -> Vec<Case> {
             c["delegates"][0].as_object_mut().unwrap().remove("name");
         }),
         // the name makes the results-cache file name: never a path (libcni's rule)
-        case("delegate name ../../escaped", 7)
-            .conf(|c| c["delegates"][0]["name"] = "../../escaped".into()),
+        case("delegate name ../../escaped", 7).conf(|c| c["delegates"][0]["name"] = "../../escaped".into()),
         case("delegate name with a slash", 7).conf(|c| c["delegates"][0]["name"] = "a/b".into()),
         case("delegate name with a space", 7).conf(|c| c["delegates"][0]["name"] = "a b".into()),
         case("delegate name not a string", 7).conf(|c| c["delegates"][0]["name"] = json!(["fa"])),
         case("DEL, delegate name ../../escaped", 7)
             .cmd("DEL")
             .conf(|c| c["delegates"][0]["name"] = "../../escaped".into()),
-        case("delegate cniVersion 9.9.9", 1)
-            .conf(|c| c["delegates"][0]["cniVersion"] = "9.9.9".into()),
-        case("delegate binary not installed", 7)
-            .conf(|c| c["delegates"][0]["type"] = "mrs-not-installed".into()),
+        case("delegate cniVersion 9.9.9", 1).conf(|c| c["delegates"][0]["cniVersion"] = "9.9.9".into()),
+        case("delegate binary not installed", 7).conf(|c| c["delegates"][0]["type"] = "mrs-not-installed".into()),
         // the environment: 4
         case("unknown CNI_COMMAND", 4).cmd("FROB"),
         case("ADD without CNI_CONTAINERID", 4).unset("CNI_CONTAINERID"),
         case("ADD without CNI_NETNS", 4).unset("CNI_NETNS"),
         case("ADD without CNI_IFNAME", 4).unset("CNI_IFNAME"),
         case("ADD without CNI_PATH", 4).unset("CNI_PATH"),
-        case("DEL without CNI_CONTAINERID", 4)
-            .cmd("DEL")
-            .unset("CNI_CONTAINERID"),
-        case("DEL without CNI_IFNAME", 4)
-            .cmd("DEL")
-            .unset("CNI_IFNAME"),
-        case("CHECK without CNI_NETNS", 4)
-            .cmd("CHECK")
-            .unset("CNI_NETNS"),
-        case("STATUS without CNI_PATH", 4)
-            .cmd("STATUS")
-            .unset("CNI_PATH"),
+        case("DEL without CNI_CONTAINERID", 4).cmd("DEL").unset("CNI_CONTAINERID"),
+        case("DEL without CNI_IFNAME", 4).cmd("DEL").unset("CNI_IFNAME"),
+        case("CHECK without CNI_NETNS", 4).cmd("CHECK").unset("CNI_NETNS"),
+        case("STATUS without CNI_PATH", 4).cmd("STATUS").unset("CNI_PATH"),
         case("GC without CNI_PATH", 4).cmd("GC").unset("CNI_PATH"),
         case("CNI_IFNAME too long", 4).env("CNI_IFNAME", "eth0123456789abc"),
         case("CNI_IFNAME with /", 4).env("CNI_IFNAME", "eth/0"),
         case("CNI_IFNAME with :", 4).env("CNI_IFNAME", "eth0:1"),
         case("CNI_IFNAME ..", 4).env("CNI_IFNAME", ".."),
-        case("DEL with CNI_IFNAME with /", 4)
-            .cmd("DEL")
-            .env("CNI_IFNAME", "../x"),
+        case("DEL with CNI_IFNAME with /", 4).cmd("DEL").env("CNI_IFNAME", "../x"),
         case("container id starting with -", 4).env("CNI_CONTAINERID", "-rf"),
         case("container id with a path", 4).env("CNI_CONTAINERID", "../../etc/passwd"),
-        case("DEL container id with a path", 4)
-            .cmd("DEL")
-            .env("CNI_CONTAINERID", "a/../../b"),
+        case("DEL container id with a path", 4).cmd("DEL").env("CNI_CONTAINERID", "a/../../b"),
         case("container id with a space", 4).env("CNI_CONTAINERID", "a b"),
         case("CNI_ARGS pair without =", 4).env("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME"),
         case("CNI_ARGS unknown key, strict", 4).env("CNI_ARGS", "K8S_POD_NAME=p;FOO=bar"),
         // the netns and the verbs' version requirements
         case("CNI_NETNS does not exist", 102).env("CNI_NETNS", "/var/run/netns/mrs-no-such-netns"),
         case("CNI_NETNS not a netns", 102).env("CNI_NETNS", "/etc/hostname"),
-        case("CHECK on a 0.3.1 config", 1)
-            .cmd("CHECK")
-            .conf(|c| c["cniVersion"] = "0.3.1".into()),
+        case("CHECK on a 0.3.1 config", 1).cmd("CHECK").conf(|c| c["cniVersion"] = "0.3.1".into()),
         case("STATUS on a 1.0.0 config", 1).cmd("STATUS"),
         case("GC on a 1.0.0 config", 1).cmd("GC"),
-        case("DEL with empty stdin", 6)
-            .cmd("DEL")
-            .raw(|_| Vec::new()),
-        case("DEL with a path-like type", 7)
-            .cmd("DEL")
-            .conf(|c| c["delegates"][0]["type"] = "../../bin/sh".into()),
-        case("CHECK with a path-like type", 7)
-            .cmd("CHECK")
-            .conf(|c| c["delegates"][0]["type"] = "/bin/sh".into()),
+        case("DEL with empty stdin", 6).cmd("DEL").raw(|_| Vec::new()),
+        case("DEL with a path-like type", 7).cmd("DEL").conf(|c| c["delegates"][0]["type"] = "../../bin/sh".into()),
+        case("CHECK with a path-like type", 7).cmd("CHECK").conf(|c| c["delegates"][0]["type"] = "/bin/sh".into()),
     ]
 }
 
@@ -238,10 +200,7 @@ fn run_case(c: &Case, dir: &TestDir, netns: &str, n: usize) -> Result<(), String
         if e["msg"].as_str().is_none_or(str::is_empty) {
             problems.push("no msg".into());
         }
-        if !e["cniVersion"]
-            .as_str()
-            .is_some_and(|v| v.starts_with("0.") || v.starts_with("1."))
-        {
+        if !e["cniVersion"].as_str().is_some_and(|v| v.starts_with("0.") || v.starts_with("1.")) {
             problems.push("no cniVersion".into());
         }
     }
@@ -253,10 +212,7 @@ fn run_case(c: &Case, dir: &TestDir, netns: &str, n: usize) -> Result<(), String
         let _ = std::fs::remove_dir_all(&dir.cni_dir);
     }
     if let Some(parent) = dir.cni_dir.parent()
-        && std::fs::read_dir(parent).is_ok_and(|d| {
-            d.flatten()
-                .any(|e| e.file_name().to_string_lossy().contains(&cid))
-        })
+        && std::fs::read_dir(parent).is_ok_and(|d| d.flatten().any(|e| e.file_name().to_string_lossy().contains(&cid)))
     {
         problems.push("a file named after the container was written next to cniDir".into());
     }
@@ -287,18 +243,9 @@ fn every_bad_input_is_one_clean_cni_error() {
     let dir = TestDir::new().with_fake();
     let cases = cases();
     assert!(cases.len() >= 25);
-    let failures: Vec<String> = cases
-        .iter()
-        .enumerate()
-        .filter_map(|(n, c)| run_case(c, &dir, &ns.path, n).err())
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    let failures: Vec<String> =
+        cases.iter().enumerate().filter_map(|(n, c)| run_case(c, &dir, &ns.path, n).err()).collect();
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
 
 /// The control: the unbroken invocation of the table succeeds (so each case fails for
@@ -309,17 +256,10 @@ fn the_unbroken_case_succeeds() {
     let ns = Netns::new();
     let dir = TestDir::new().with_fake();
     let conf = dir.multus_conf("1.0.0", vec![dir.fake("fa", "1.0.0", json!({}))], json!({}));
-    let add = Invocation::new(
-        "ADD",
-        &format!("itest-good-{}", std::process::id()),
-        &ns.path,
-    );
+    let add = Invocation::new("ADD", &format!("itest-good-{}", std::process::id()), &ns.path);
     let r = add.run_json(&conf).ok();
     assert_eq!(r["cniVersion"], "1.0.0");
     add.command("DEL").run_json(&conf).ok();
-    assert_eq!(
-        dir.call_summary(),
-        [call("ADD", "fa", "eth0"), call("DEL", "fa", "eth0")]
-    );
+    assert_eq!(dir.call_summary(), [call("ADD", "fa", "eth0"), call("DEL", "fa", "eth0")]);
     assert!(dir.cache_files().is_empty());
 }

@@ -97,13 +97,8 @@ impl Pod {
     /// Host-side ports of our bridge (the bridge plugin's veth peers).
     fn bridge_ports(&self) -> Vec<String> {
         let out = sh(&["ip", "-j", "link", "show", "master", &self.bridge]);
-        let v: Value =
-            serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out }).unwrap();
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["ifname"].as_str().unwrap().to_string())
-            .collect()
+        let v: Value = serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out }).unwrap();
+        v.as_array().unwrap().iter().map(|l| l["ifname"].as_str().unwrap().to_string()).collect()
     }
 }
 
@@ -128,24 +123,14 @@ fn lifecycle(version: &str, dv: &str) {
     assert_eq!(result["cniVersion"], version, "{result}");
     let ips = result["ips"].as_array().expect("ips");
     let eth0_addr = ips[0]["address"].as_str().unwrap().to_string();
-    assert!(
-        eth0_addr.starts_with(&format!("{}.", pod.prefix(0))),
-        "{result}"
-    );
+    assert!(eth0_addr.starts_with(&format!("{}.", pod.prefix(0))), "{result}");
     if version.starts_with("0.") {
-        assert_eq!(
-            ips[0]["version"], "4",
-            "0.3.x/0.4.0 results carry ip version: {result}"
-        );
+        assert_eq!(ips[0]["version"], "4", "0.3.x/0.4.0 results carry ip version: {result}");
     } else {
         assert!(ips[0].get("version").is_none(), "{result}");
     }
-    let sandbox: Vec<&Value> = result["interfaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i.get("sandbox").is_some())
-        .collect();
+    let sandbox: Vec<&Value> =
+        result["interfaces"].as_array().unwrap().iter().filter(|i| i.get("sandbox").is_some()).collect();
     assert_eq!(sandbox.len(), 1, "only eth0 is in the pod: {result}");
     assert_eq!(sandbox[0]["name"], "eth0");
     assert_eq!(sandbox[0]["sandbox"], pod.ns.path.as_str());
@@ -154,34 +139,19 @@ fn lifecycle(version: &str, dv: &str) {
     assert_eq!(pod.ns.link_names(), ["eth0", "lo", "net1", "net2"]);
     let eth0 = pod.ns.link("eth0").unwrap();
     assert_eq!(eth0.addrs, std::slice::from_ref(&eth0_addr));
-    assert_eq!(
-        eth0.mac, MAC_ETH0,
-        "tuning on the master got runtimeConfig.mac"
-    );
+    assert_eq!(eth0.mac, MAC_ETH0, "tuning on the master got runtimeConfig.mac");
     let net1 = pod.ns.link("net1").unwrap();
     assert_eq!(net1.addrs, std::slice::from_ref(&pod.net1_addr));
-    assert_eq!(
-        net1.mac, MAC_NET1,
-        "tuning chained after macvlan set the MAC"
-    );
+    assert_eq!(net1.mac, MAC_NET1, "tuning chained after macvlan set the MAC");
     let net2 = pod.ns.link("net2").unwrap();
     assert_eq!(net2.addrs.len(), 1);
-    assert!(
-        net2.addrs[0].starts_with(&format!("{}.", pod.prefix(2))),
-        "{net2:?}"
-    );
+    assert!(net2.addrs[0].starts_with(&format!("{}.", pod.prefix(2))), "{net2:?}");
     assert!(eth0.up && net1.up && net2.up);
 
     // host-local leases: exactly the addresses in the pod
     let lease = |a: &str| a.split('/').next().unwrap().to_string();
-    assert_eq!(
-        leases(&pod.dir.data_dir, "itest-bridge"),
-        [lease(&eth0_addr)]
-    );
-    assert_eq!(
-        leases(&pod.dir.data_dir, "itest-private"),
-        [lease(&net2.addrs[0])]
-    );
+    assert_eq!(leases(&pod.dir.data_dir, "itest-bridge"), [lease(&eth0_addr)]);
+    assert_eq!(leases(&pod.dir.data_dir, "itest-private"), [lease(&net2.addrs[0])]);
     assert_eq!(pod.bridge_ports().len(), 1);
 
     // our caches, private
@@ -199,17 +169,9 @@ fn lifecycle(version: &str, dv: &str) {
         let rec: Value = serde_json::from_slice(&std::fs::read(r).unwrap()).unwrap();
         assert_eq!(rec["kind"], "cniCacheV1");
         assert_eq!(rec["containerId"], pod.cid.as_str());
-        assert_eq!(
-            rec["result"]["cniVersion"], dv,
-            "raw delegate result is cached"
-        );
+        assert_eq!(rec["result"]["cniVersion"], dv, "raw delegate result is cached");
     }
-    assert_eq!(
-        pod.dir.cache_files().len(),
-        4,
-        "{:?}",
-        pod.dir.cache_files()
-    );
+    assert_eq!(pod.dir.cache_files().len(), 4, "{:?}", pod.dir.cache_files());
     let scratch_json: Value = serde_json::from_slice(&std::fs::read(&scratch).unwrap()).unwrap();
     assert_eq!(scratch_json.as_array().unwrap().len(), 3);
 
@@ -226,21 +188,13 @@ fn lifecycle(version: &str, dv: &str) {
     assert_eq!(pod.ns.link_names(), ["lo"]);
     assert!(leases(&pod.dir.data_dir, "itest-bridge").is_empty());
     assert!(leases(&pod.dir.data_dir, "itest-private").is_empty());
-    assert!(
-        pod.dir.cache_files().is_empty(),
-        "{:?}",
-        pod.dir.cache_files()
-    );
+    assert!(pod.dir.cache_files().is_empty(), "{:?}", pod.dir.cache_files());
     assert!(pod.bridge_ports().is_empty());
 
     // containerd's second DEL (StopPodSandbox again), then RemovePodSandbox's with no netns
     add.command("DEL").run_json(&conf).ok();
     add.command("DEL").set("CNI_NETNS", "").run_json(&conf).ok();
-    assert!(
-        pod.dir.cache_files().is_empty(),
-        "{:?}",
-        pod.dir.cache_files()
-    );
+    assert!(pod.dir.cache_files().is_empty(), "{:?}", pod.dir.cache_files());
 }
 
 #[test]
@@ -291,10 +245,7 @@ fn legacy_caller_gets_the_ip4_layout() {
         let result = add.run_json(&conf).ok();
         let lease = leases(&pod.dir.data_dir, "itest-bridge");
         assert_eq!(lease.len(), 1);
-        assert_eq!(
-            result["cniVersion"],
-            if version.is_empty() { "0.1.0" } else { version }
-        );
+        assert_eq!(result["cniVersion"], if version.is_empty() { "0.1.0" } else { version });
         assert_eq!(result["ip4"]["ip"], format!("{}/24", lease[0]), "{result}");
         assert!(result.get("ips").is_none());
         add.command("DEL").run_json(&conf).ok();
@@ -316,10 +267,9 @@ fn delegates_without_version_inherit_the_config_version() {
     let add = pod.add();
     let result = add.run_json(&conf).ok();
     assert_eq!(result["cniVersion"], "0.4.0");
-    let rec: Value = serde_json::from_slice(
-        &std::fs::read(pod.dir.result_cache("itest-macvlan", &pod.cid, "net1")).unwrap(),
-    )
-    .unwrap();
+    let rec: Value =
+        serde_json::from_slice(&std::fs::read(pod.dir.result_cache("itest-macvlan", &pod.cid, "net1")).unwrap())
+            .unwrap();
     assert_eq!(rec["result"]["cniVersion"], "0.4.0");
     add.command("CHECK").run_json(&conf).ok();
     add.command("DEL").run_json(&conf).ok();
@@ -355,29 +305,20 @@ fn del_from_the_results_cache_alone() {
     std::fs::remove_file(pod.dir.scratch_cache(&pod.cid)).unwrap();
     // a config without delegates proves the results cache alone is used
     let mut bare = conf.clone();
-    bare["delegates"] =
-        json!([{"cniVersion": "1.0.0", "name": "unrelated", "type": "does-not-exist"}]);
+    bare["delegates"] = json!([{"cniVersion": "1.0.0", "name": "unrelated", "type": "does-not-exist"}]);
     add.command("DEL").run_json(&bare).ok();
     assert_eq!(pod.ns.link_names(), ["lo"]);
     assert!(leases(&pod.dir.data_dir, "itest-bridge").is_empty());
-    assert!(
-        pod.dir.cache_files().is_empty(),
-        "{:?}",
-        pod.dir.cache_files()
-    );
+    assert!(pod.dir.cache_files().is_empty(), "{:?}", pod.dir.cache_files());
 }
 
 #[test]
 fn version_lists_every_spec_version() {
     // no root needed: VERSION touches nothing
-    let expected = [
-        "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
-    ];
-    for (stdin, answer) in [
-        (r#"{"cniVersion":"0.3.1"}"#, "0.3.1"),
-        (r#"{"cniVersion":"1.1.0"}"#, "1.1.0"),
-        ("", "1.1.0"),
-    ] {
+    let expected = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+    for (stdin, answer) in
+        [(r#"{"cniVersion":"0.3.1"}"#, "0.3.1"), (r#"{"cniVersion":"1.1.0"}"#, "1.1.0"), ("", "1.1.0")]
+    {
         let out = Invocation::new("VERSION", "", "").run(stdin.as_bytes());
         let v = out.ok();
         assert_eq!(v["cniVersion"], answer);

@@ -10,11 +10,7 @@ use serde_json::{Value, json};
 
 /// The environment libcni gives STATUS and GC: no container, netns or interface.
 fn verb(command: &str) -> Invocation {
-    Invocation::new(command, "", "")
-        .unset("CNI_CONTAINERID")
-        .unset("CNI_NETNS")
-        .unset("CNI_IFNAME")
-        .unset("CNI_ARGS")
+    Invocation::new(command, "", "").unset("CNI_CONTAINERID").unset("CNI_NETNS").unset("CNI_IFNAME").unset("CNI_ARGS")
 }
 
 fn two_fakes(dir: &TestDir, version: &str, fa: Value, fb: Value) -> Vec<Value> {
@@ -25,11 +21,7 @@ fn two_fakes(dir: &TestDir, version: &str, fa: Value, fb: Value) -> Vec<Value> {
 fn status_asks_only_the_master() {
     require_root!();
     let dir = TestDir::new().with_fake();
-    let conf = dir.multus_conf(
-        "1.1.0",
-        two_fakes(&dir, "1.1.0", json!({}), json!({})),
-        json!({}),
-    );
+    let conf = dir.multus_conf("1.1.0", two_fakes(&dir, "1.1.0", json!({}), json!({})), json!({}));
     assert_eq!(verb("STATUS").run_json(&conf).ok(), Value::Null);
     assert_eq!(dir.call_summary(), [call("STATUS", "fa", "")]);
     assert!(!dir.cni_dir.exists());
@@ -39,11 +31,7 @@ fn status_asks_only_the_master() {
 fn status_passes_the_master_code_through() {
     require_root!();
     let dir = TestDir::new().with_fake();
-    let conf = dir.multus_conf(
-        "1.1.0",
-        two_fakes(&dir, "1.1.0", json!({"status": "fail50"}), json!({})),
-        json!({}),
-    );
+    let conf = dir.multus_conf("1.1.0", two_fakes(&dir, "1.1.0", json!({"status": "fail50"}), json!({})), json!({}));
     verb("STATUS").run_json(&conf).err(50);
 }
 
@@ -52,11 +40,7 @@ fn status_passes_the_master_code_through() {
 fn status_skips_a_master_older_than_1_1_0() {
     require_root!();
     let dir = TestDir::new().with_fake();
-    let conf = dir.multus_conf(
-        "1.1.0",
-        two_fakes(&dir, "1.0.0", json!({}), json!({})),
-        json!({}),
-    );
+    let conf = dir.multus_conf("1.1.0", two_fakes(&dir, "1.0.0", json!({}), json!({})), json!({}));
     verb("STATUS").run_json(&conf).ok();
     assert!(dir.calls().is_empty());
 }
@@ -85,11 +69,7 @@ fn gc_deletes_containers_the_runtime_no_longer_knows() {
     require_root!();
     let ns = Netns::new();
     let dir = TestDir::new().with_fake();
-    let conf = dir.multus_conf(
-        "1.1.0",
-        two_fakes(&dir, "1.1.0", json!({}), json!({})),
-        json!({}),
-    );
+    let conf = dir.multus_conf("1.1.0", two_fakes(&dir, "1.1.0", json!({}), json!({})), json!({}));
     let keep = format!("itest-{}", unique("k"));
     let stale = format!("itest-{}", unique("s"));
     for cid in [&keep, &stale] {
@@ -99,35 +79,18 @@ fn gc_deletes_containers_the_runtime_no_longer_knows() {
     std::fs::remove_file(&dir.record).unwrap();
 
     let mut gc_conf = conf.clone();
-    let valid =
-        json!([{"containerID": keep, "ifname": "eth0"}, {"containerID": keep, "ifname": "net1"}]);
+    let valid = json!([{"containerID": keep, "ifname": "eth0"}, {"containerID": keep, "ifname": "net1"}]);
     gc_conf["cni.dev/valid-attachments"] = valid.clone();
     verb("GC").run_json(&gc_conf).ok();
 
     let calls = dir.calls();
     let summary: Vec<_> = calls
         .iter()
-        .map(|c| {
-            (
-                c["command"].as_str().unwrap(),
-                c["name"].as_str().unwrap(),
-                c["containerId"].as_str().unwrap(),
-            )
-        })
+        .map(|c| (c["command"].as_str().unwrap(), c["name"].as_str().unwrap(), c["containerId"].as_str().unwrap()))
         .collect();
-    assert_eq!(
-        summary,
-        [
-            ("DEL", "fb", stale.as_str()),
-            ("DEL", "fa", stale.as_str()),
-            ("GC", "fa", "")
-        ]
-    );
+    assert_eq!(summary, [("DEL", "fb", stale.as_str()), ("DEL", "fa", stale.as_str()), ("GC", "fa", "")]);
     assert_eq!(calls[0]["ifname"], "net1");
-    assert!(
-        calls[0]["stdin"]["prevResult"]["ips"].is_array(),
-        "DEL replays the cached result"
-    );
+    assert!(calls[0]["stdin"]["prevResult"]["ips"].is_array(), "DEL replays the cached result");
     assert_eq!(calls[2]["stdin"]["cni.dev/valid-attachments"], valid);
     let left = dir.cache_files();
     assert!(left.iter().all(|f| f.contains(&keep)), "{left:?}");
@@ -145,11 +108,7 @@ fn gc_keeps_what_it_could_not_delete() {
     require_root!();
     let ns = Netns::new();
     let dir = TestDir::new().with_fake();
-    let conf = dir.multus_conf(
-        "1.1.0",
-        two_fakes(&dir, "1.1.0", json!({}), json!({"del": "fail7:once"})),
-        json!({}),
-    );
+    let conf = dir.multus_conf("1.1.0", two_fakes(&dir, "1.1.0", json!({}), json!({"del": "fail7:once"})), json!({}));
     let cid = format!("itest-{}", unique("g"));
     Invocation::new("ADD", &cid, &ns.path).run_json(&conf).ok();
     let mut gc_conf = conf.clone();
@@ -165,11 +124,7 @@ fn gc_keeps_what_it_could_not_delete() {
 fn gc_and_status_need_1_1_0() {
     require_root!();
     let dir = TestDir::new().with_fake();
-    let conf = dir.multus_conf(
-        "1.0.0",
-        two_fakes(&dir, "1.0.0", json!({}), json!({})),
-        json!({}),
-    );
+    let conf = dir.multus_conf("1.0.0", two_fakes(&dir, "1.0.0", json!({}), json!({})), json!({}));
     verb("GC").run_json(&conf).err(1);
     verb("STATUS").run_json(&conf).err(1);
     assert!(dir.calls().is_empty());

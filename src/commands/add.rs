@@ -22,6 +22,13 @@ pub async fn add<E: PluginExec, N: NetnsOps>(node: &Node<E, N>) -> Result<Value>
     conf.require_networks()?;
     let k8s = node.k8s_args()?;
     wait_for_readiness(conf, &k8s).await?;
+    // A node whose own plugins are missing should say so before anything else.
+    if conf.cluster_network.is_empty() {
+        for d in node.static_delegates()? {
+            delegate::check_binaries(&node.exec, &d.config)
+                .map_err(|e| e.context(format!("{} network {:?}", k8s.tag(), d.name)))?;
+        }
+    }
     // The client is built only here: no other verb needs the API.
     let kube = if k8s.has_pod() { Kube::connect(conf, conf.api_timeout()).await? } else { None };
     let pod = match &kube {
@@ -230,7 +237,12 @@ pub async fn run_delegates<E: PluginExec, N>(
         let rt = node.runtime_conf(k8s, d);
         let started = Instant::now();
         let outcome = match delegate::add_network(&node.exec, &d.config, &rt).await {
-            Ok(result) => node.save_result(d, &rt, &result).map(|_| result),
+            // A result we cannot read would break the status, the printed result and
+            // the chained prevResult later: treat it as this delegate's failure now.
+            Ok(result) => CniResult::from_value(&result, d.config.cni_version())
+                .map_err(|e| e.context(format!("plugin returned an unusable result for {}", d.ifname)))
+                .and_then(|_| node.save_result(d, &rt, &result))
+                .map(|_| result),
             Err(e) => Err(e),
         };
         match outcome {

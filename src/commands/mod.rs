@@ -64,7 +64,7 @@ pub fn run(env: Result<CniEnv>, stdin: &[u8]) -> Output {
     crate::logging::init_stderr_if_unset();
     let env = match env {
         Ok(env) => env,
-        Err(e) => return Output::error(&e, LATEST),
+        Err(e) => return Output::error(&e, &version::caller_version(stdin)),
     };
     if env.command == Command::Version {
         return Output { stdout: Some(version::version(stdin)), exit_code: 0 };

@@ -28,9 +28,7 @@ pub fn skip_reason() -> Option<String> {
         return Some("not root".into());
     }
     if !Path::new(PLUGIN_DIR).join("bridge").exists() {
-        return Some(format!(
-            "{PLUGIN_DIR}/bridge is missing (apt-get install containernetworking-plugins)"
-        ));
+        return Some(format!("{PLUGIN_DIR}/bridge is missing (apt-get install containernetworking-plugins)"));
     }
     if Command::new("ip").arg("-V").output().is_err() {
         return Some("`ip` (iproute2) is missing".into());
@@ -43,9 +41,7 @@ fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+            s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
         })
         .unwrap_or(false)
 }
@@ -70,10 +66,7 @@ pub fn multus_bin() -> PathBuf {
 /// `cargo test --test NAME` does not: then build them first (`cargo build --examples`).
 /// (Building from here is no option: a nested cargo invalidates the outer build.)
 pub fn fake_delegate_bin() -> PathBuf {
-    let bin = multus_bin()
-        .parent()
-        .expect("target dir")
-        .join("examples/fake_delegate");
+    let bin = multus_bin().parent().expect("target dir").join("examples/fake_delegate");
     assert!(
         bin.exists(),
         "{} is missing: run `cargo build --examples` first (`cargo test` builds it, but \
@@ -85,10 +78,7 @@ pub fn fake_delegate_bin() -> PathBuf {
     if let (Some(b), Some(s)) = (modified(&bin), modified(&src))
         && s > b
     {
-        eprintln!(
-            "warning: {} is older than its source; run `cargo build --examples`",
-            bin.display()
-        );
+        eprintln!("warning: {} is older than its source; run `cargo build --examples`", bin.display());
     }
     bin
 }
@@ -114,25 +104,14 @@ pub fn unique_subnet() -> (String, String) {
 
 /// Run a command that must succeed; panics with its stderr otherwise.
 pub fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Run a command whose failure does not matter (cleanup).
 pub fn sh_quiet(args: &[&str]) {
-    let _ = Command::new(args[0])
-        .args(&args[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    let _ = Command::new(args[0]).args(&args[1..]).stdout(Stdio::null()).stderr(Stdio::null()).status();
 }
 
 /// A network namespace `mrs-<pid>-<n>` (`make clean-netns` knows the prefix) and the
@@ -149,11 +128,7 @@ impl Netns {
         let name = format!("mrs-{}-{n}", std::process::id());
         sh(&["ip", "netns", "add", &name]);
         sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        Netns {
-            path: format!("/var/run/netns/{name}"),
-            name,
-            host_links: Default::default(),
-        }
+        Netns { path: format!("/var/run/netns/{name}"), name, host_links: Default::default() }
     }
 
     /// Delete host link `name` on Drop (a bridge a plugin created, a veth we made).
@@ -175,9 +150,7 @@ impl Netns {
     /// A link named `ifname` inside the netns (a veth pair with both ends inside).
     pub fn add_link(&self, ifname: &str) {
         let peer = unique("prr");
-        sh(&[
-            "ip", "-n", &self.name, "link", "add", ifname, "type", "veth", "peer", "name", &peer,
-        ]);
+        sh(&["ip", "-n", &self.name, "link", "add", ifname, "type", "veth", "peer", "name", &peer]);
     }
 
     /// Every link inside the netns.
@@ -244,9 +217,7 @@ pub fn links_in(ns: Option<&str>) -> Vec<LinkView> {
                 .filter(|a| a["family"] == "inet" || a["scope"] == "global")
                 .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]))
                 .collect(),
-            up: l["flags"]
-                .as_array()
-                .is_some_and(|f| f.iter().any(|x| x == "UP")),
+            up: l["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP")),
         })
         .collect()
 }
@@ -297,11 +268,7 @@ pub fn files_under(dir: &Path) -> Vec<String> {
 }
 
 pub fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .permissions()
-        .mode()
-        & 0o777
+    std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o777
 }
 
 /// A per-test world: a temp dir holding `cniDir`, a `binDir` with the fake delegate,
@@ -316,10 +283,7 @@ pub struct TestDir {
 
 impl TestDir {
     pub fn new() -> TestDir {
-        let tmp = tempfile::Builder::new()
-            .prefix("mrs-itest-")
-            .tempdir()
-            .expect("tempdir");
+        let tmp = tempfile::Builder::new().prefix("mrs-itest-").tempdir().expect("tempdir");
         let bin_dir = tmp.path().join("bin");
         std::fs::create_dir(&bin_dir).unwrap();
         TestDir {
@@ -333,8 +297,7 @@ impl TestDir {
 
     /// Put the fake delegate into binDir as `fake_delegate`.
     pub fn with_fake(self) -> TestDir {
-        std::os::unix::fs::symlink(fake_delegate_bin(), self.bin_dir.join("fake_delegate"))
-            .unwrap();
+        std::os::unix::fs::symlink(fake_delegate_bin(), self.bin_dir.join("fake_delegate")).unwrap();
         self
     }
 
@@ -395,9 +358,7 @@ impl TestDir {
     }
 
     pub fn result_cache(&self, net: &str, cid: &str, ifname: &str) -> PathBuf {
-        self.cni_dir
-            .join("results")
-            .join(format!("{net}-{cid}-{ifname}"))
+        self.cni_dir.join("results").join(format!("{net}-{cid}-{ifname}"))
     }
 }
 
@@ -446,11 +407,7 @@ impl Outcome {
 
     /// Assert success (exit 0) and return the document, `Null` when stdout is empty.
     pub fn ok(&self) -> Value {
-        assert_eq!(
-            self.exit_code, 0,
-            "expected success, got {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
+        assert_eq!(self.exit_code, 0, "expected success, got {}\nstderr: {}", self.stdout, self.stderr);
         assert!(self.docs.len() <= 1, "several documents: {}", self.stdout);
         assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
         self.docs.first().cloned().unwrap_or(Value::Null)
@@ -464,12 +421,7 @@ impl Outcome {
             self.exit_code, self.stdout, self.stderr
         );
         let e = self.json().clone();
-        assert_eq!(
-            e["code"].as_u64(),
-            Some(code),
-            "wrong code: {e}\nstderr: {}",
-            self.stderr
-        );
+        assert_eq!(e["code"].as_u64(), Some(code), "wrong code: {e}\nstderr: {}", self.stderr);
         assert!(e["msg"].is_string(), "{e}");
         assert!(e["cniVersion"].is_string(), "{e}");
         assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
@@ -535,10 +487,7 @@ pub fn run_plugin(env: &BTreeMap<String, String>, stdin: &[u8]) -> Outcome {
     let started = Instant::now();
     let mut child = Command::new(multus_bin())
         .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
         .envs(env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -580,11 +529,5 @@ pub fn run_plugin(env: &BTreeMap<String, String>, stdin: &[u8]) -> Outcome {
         .into_iter::<Value>()
         .collect::<Result<Vec<_>, _>>()
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout:?}\nstderr: {stderr}"));
-    Outcome {
-        exit_code: status.code().unwrap_or(-1),
-        stdout,
-        stderr,
-        docs,
-        elapsed: started.elapsed(),
-    }
+    Outcome { exit_code: status.code().unwrap_or(-1), stdout, stderr, docs, elapsed: started.elapsed() }
 }
