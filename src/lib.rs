@@ -14,6 +14,7 @@ pub mod config;
 pub mod delegate;
 pub mod error;
 pub mod fsutil;
+pub mod install;
 pub mod k8s;
 pub mod logging;
 pub mod netns;

@@ -22,6 +22,8 @@ struct Cli {
 enum Cmd {
     /// Print version and commit.
     Version,
+    /// Install Multus on this node and keep its files current (the DaemonSet's entrypoint).
+    Install(Box<multus::install::Options>),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +38,12 @@ fn main() -> ExitCode {
     match cli.command {
         _ if cli.version => print_version(),
         Some(Cmd::Version) => print_version(),
+        Some(Cmd::Install(opts)) => {
+            if let Err(e) = multus::install::run(*opts) {
+                eprintln!("multus install: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
         None => {
             eprintln!(
                 "meta-plugin that delegates to other CNI plugins\nCNI protocol versions supported: {}",
