@@ -67,10 +67,12 @@ impl CniArgs {
         self.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")
     }
 
-    /// Set `key` when it has no non-empty value yet, else append (Multus' merge rule).
+    /// Set `key` when it has no non-empty value yet, else append (Multus' merge rule),
+    /// except that an identical pair is not repeated (Go Multus sends every K8S_* twice).
     pub fn merge(&mut self, key: &str, value: &str) {
         match self.0.iter_mut().find(|(k, _)| k == key) {
             Some((_, v)) if v.is_empty() => *v = value.to_string(),
+            Some((_, v)) if v == value => {}
             _ => self.0.push((key.to_string(), value.to_string())),
         }
     }
@@ -257,6 +259,7 @@ mod tests {
         let mut m = CniArgs::parse("A=;B=1").unwrap();
         m.merge("A", "x");
         m.merge("B", "2");
+        m.merge("B", "1");
         assert_eq!(m.to_env_string(), "A=x;B=1;B=2");
     }
 }
