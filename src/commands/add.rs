@@ -44,6 +44,10 @@ pub async fn add<E: PluginExec, N: NetnsOps>(node: &Node<E, N>) -> Result<Value>
         rollback(node, &k8s, delegates, &results).await;
         return Err(e);
     }
+    if let Some(kube) = &kube {
+        // The delegates' run time is not the API's: the status write gets its own budget.
+        kube.start_phase();
+    }
     if let (Some(kube), Some(pod)) = (&kube, &pod)
         && let Err(e) = publish(node, kube, pod, &plan, &results).await
     {

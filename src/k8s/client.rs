@@ -13,6 +13,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::Value;
+use std::cell::Cell;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,10 @@ const MAX_REQUEST: Duration = Duration::from_secs(5);
 
 pub struct Kube {
     client: Client,
-    deadline: Instant,
+    /// The budget of one phase of API calls (`apiTimeoutSeconds`).
+    budget: Duration,
+    /// When the current phase's budget runs out; see [`Kube::start_phase`].
+    deadline: Cell<Instant>,
 }
 
 fn is_transient(e: &kube::Error) -> bool {
@@ -72,16 +76,24 @@ impl Kube {
         cfg.default_retry = false;
         let client = Client::try_from(cfg)
             .map_err(|e| CniError::new(code::KUBERNETES, format!("cannot build the Kubernetes client: {e}")))?;
-        Ok(Some(Kube { client, deadline }))
+        Ok(Some(Kube { client, budget, deadline: Cell::new(deadline) }))
     }
 
     /// For tests and tools: a client with an explicit budget.
     pub fn from_client(client: Client, budget: Duration) -> Kube {
-        Kube { client, deadline: Instant::now() + budget }
+        Kube { client, budget, deadline: Cell::new(Instant::now() + budget) }
     }
 
     pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+        self.deadline.get().saturating_duration_since(Instant::now())
+    }
+
+    /// Give the next phase of API calls a whole budget of its own. The budget bounds
+    /// time spent waiting for the API server, not the delegates run between two phases:
+    /// an ADD whose plugins take longer than `apiTimeoutSeconds` must still be able to
+    /// write the network status afterwards.
+    pub fn start_phase(&self) {
+        self.deadline.set(Instant::now() + self.budget);
     }
 
     /// Run `call` until it succeeds, fails for good, or the budget is spent.
