@@ -168,7 +168,7 @@ async fn publish<E: PluginExec, N: NetnsOps>(
         annotations.insert(status::LEGACY_NETWORKS_STATUS_ANNOTATION.into(), value.into());
     }
     let (patched, ()) = futures::join!(
-        kube.set_pod_annotations(&pod.namespace, &pod.name, &annotations),
+        kube.set_pod_annotations(&pod.namespace, &pod.name, pod.precondition_uid(), &annotations),
         pod::send_events(kube, pod, events)
     );
     patched

@@ -28,6 +28,17 @@ pub struct Kube {
     deadline: Cell<Instant>,
 }
 
+/// The pod we set up was deleted and recreated under the same name meanwhile.
+fn replaced(namespace: &str, name: &str, uid: Option<&str>, why: &str) -> CniError {
+    CniError::new(
+        code::KUBERNETES,
+        format!(
+            "pod {namespace}/{name} with UID {:?} no longer exists (replaced by a pod of the same name): {why}",
+            uid.unwrap_or_default()
+        ),
+    )
+}
+
 fn is_transient(e: &kube::Error) -> bool {
     match e {
         kube::Error::Api(s) => matches!(s.code, 429 | 500 | 502 | 503 | 504),
@@ -167,14 +178,24 @@ impl Kube {
     /// Multus #855). A pod that is gone is not an error. When the ClusterRole in place
     /// is Go Multus' stock one (no `patch` on pods: 403), fall back to what Go Multus
     /// does: GET + update of `pods/status`, retried on conflict.
+    ///
+    /// With `uid`, the write only applies to that incarnation of the pod: the patch
+    /// carries `metadata.uid` as a precondition (the apiserver answers 409 when the pod
+    /// was deleted and recreated under the same name), and the fallback compares the UID
+    /// it reads. A replaced pod is an error, as in Go Multus' status write.
     pub async fn set_pod_annotations(
         &self,
         namespace: &str,
         name: &str,
+        uid: Option<&str>,
         annotations: &serde_json::Map<String, Value>,
     ) -> Result<()> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
+        let mut metadata = serde_json::json!({ "annotations": annotations });
+        if let Some(uid) = uid {
+            metadata["uid"] = uid.into();
+        }
+        let patch = serde_json::json!({ "metadata": metadata });
         let what = format!("error setting the network status of pod {namespace}/{name}");
         let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
         match self.retrying(&what, || api.patch(name, &params, &patch)).await {
@@ -183,7 +204,8 @@ impl Kube {
                 tracing::info!("pod {namespace}/{name} is gone; network status not written");
                 Ok(())
             }
-            Err((_, Some(403))) => self.update_status_annotations(&api, &what, name, annotations).await,
+            Err((e, Some(409))) if uid.is_some() => Err(replaced(namespace, name, uid, &e.msg)),
+            Err((_, Some(403))) => self.update_status_annotations(&api, &what, namespace, name, uid, annotations).await,
             Err((e, _)) => Err(e),
         }
     }
@@ -192,13 +214,21 @@ impl Kube {
         &self,
         api: &Api<Pod>,
         what: &str,
+        namespace: &str,
         name: &str,
+        uid: Option<&str>,
         annotations: &serde_json::Map<String, Value>,
     ) -> Result<()> {
         for _ in 0..5 {
             let Some(mut pod) = self.retrying(what, || api.get_opt(name)).await.map_err(|(e, _)| e)? else {
                 return Ok(());
             };
+            let found = pod.metadata.uid.as_deref().unwrap_or_default();
+            if let Some(uid) = uid
+                && uid != found
+            {
+                return Err(replaced(namespace, name, Some(uid), &format!("the API has UID {found:?}")));
+            }
             let anns = pod.metadata.annotations.get_or_insert_with(Default::default);
             for (k, v) in annotations {
                 anns.insert(k.clone(), v.as_str().unwrap_or_default().to_string());

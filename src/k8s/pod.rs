@@ -31,6 +31,25 @@ pub struct PodInfo {
     pub from_runtime: bool,
 }
 
+impl PodInfo {
+    /// The UID a status write must find on the pod (a precondition, so the status of a
+    /// sandbox never lands on a pod recreated under the same name). `None` when unknown,
+    /// and for a static pod whose UID came from the runtime: its mirror pod in the API
+    /// has another UID.
+    pub fn precondition_uid(&self) -> Option<&str> {
+        if self.uid.is_empty() || (self.from_runtime && is_static_pod(&self.annotations)) {
+            return None;
+        }
+        Some(&self.uid)
+    }
+}
+
+/// A static pod (from a file or URL, not the API): the API only has its mirror pod,
+/// whose UID differs from the kubelet's.
+fn is_static_pod(annotations: &BTreeMap<String, String>) -> bool {
+    annotations.get("kubernetes.io/config.source").is_some_and(|s| s != "api")
+}
+
 pub enum PodLookup {
     Found(PodInfo),
     /// The API says the pod does not exist.
@@ -78,7 +97,7 @@ pub async fn lookup<E, N>(node: &Node<E, N>, kube: &Kube, k8s: &K8sArgs) -> Resu
     };
     let annotations = pod.metadata.annotations.unwrap_or_default();
     let uid = pod.metadata.uid.unwrap_or_default();
-    let static_pod = annotations.get("kubernetes.io/config.source").is_some_and(|s| s != "api");
+    let static_pod = is_static_pod(&annotations);
     if !k8s.uid.is_empty() && k8s.uid != uid && !static_pod {
         return Err(CniError::new(
             code::KUBERNETES,
