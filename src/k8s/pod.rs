@@ -206,14 +206,24 @@ pub async fn plan<E: PluginExec, N>(
             .map_err(|e| CniError::invalid_config(format!("{} {e}", k8s.tag())))?;
     }
 
-    // Every NAD at once: one round trip for the whole list, not one per network.
-    let fetches = slots.iter().map(|slot| async move {
-        match (&slot.source, kube) {
-            (Source::Nad { namespace, name, or_file }, Some(kube)) => {
+    // Every NAD at once: one round trip for the whole list, not one per network, and
+    // one GET per NAD however often it is listed (`a,a` gives two attachments).
+    let mut unique: Vec<(&str, &str, bool)> = Vec::new();
+    for slot in &slots {
+        if let Source::Nad { namespace, name, or_file } = &slot.source {
+            let key = (namespace.as_str(), name.as_str(), *or_file);
+            if !unique.contains(&key) {
+                unique.push(key);
+            }
+        }
+    }
+    let fetches = unique.iter().map(|&(namespace, name, or_file)| async move {
+        match kube {
+            Some(kube) => {
                 let found = kube.get_nad(namespace, name).await;
                 Some(match found {
                     Ok(Some(obj)) => nad::config_from_nad(&obj, &conf.conf_dir, &conf.cni_version).map(|c| (c, format!("{namespace}/{name}"))),
-                    Ok(None) if *or_file => nad::find_in_conf_dir(Path::new(&conf.conf_dir), name).map(|c| {
+                    Ok(None) if or_file => nad::find_in_conf_dir(Path::new(&conf.conf_dir), name).map(|c| {
                         let n = c.name().to_string();
                         (c, n)
                     }),
@@ -224,10 +234,20 @@ pub async fn plan<E: PluginExec, N>(
                     Err(e) => Err(e.context(format!("cannot find a network-attachment-definition ({name}) in namespace ({namespace})"))),
                 })
             }
-            _ => None,
+            None => None,
         }
     });
-    let fetched = futures::future::join_all(fetches).await;
+    let unique_fetched = futures::future::join_all(fetches).await;
+    let fetched: Vec<_> = slots
+        .iter()
+        .map(|slot| match &slot.source {
+            Source::Nad { namespace, name, or_file } => unique
+                .iter()
+                .position(|&key| key == (namespace.as_str(), name.as_str(), *or_file))
+                .and_then(|i| unique_fetched[i].clone()),
+            Source::Ready(_) => None,
+        })
+        .collect();
 
     let runtime = node.runtime_capabilities();
     let mut plan = Plan::default();
