@@ -8,7 +8,7 @@ use crate::config::MultusConf;
 use crate::delegate::{self, Delegate, PluginExec};
 use crate::error::{CniError, Result, code};
 use crate::k8s::client::Kube;
-use crate::k8s::pod::{self, Plan, PodInfo, PodLookup};
+use crate::k8s::pod::{self, Plan, PlanFor, PodInfo, PodLookup};
 use crate::k8s::status;
 use crate::netns::NetnsOps;
 use serde_json::Value;
@@ -36,7 +36,7 @@ pub async fn add<E: PluginExec, N: NetnsOps>(node: &Node<E, N>) -> Result<Value>
         },
         None => None,
     };
-    let plan = pod::plan(node, kube.as_ref(), &k8s, pod.as_ref()).await?;
+    let plan = pod::plan(node, kube.as_ref(), &k8s, pod.as_ref(), PlanFor::Add).await?;
     let delegates = &plan.delegates;
     validate_plan(node, &k8s, delegates).await?;
     let mut results = run_delegates(node, &k8s, delegates).await?;

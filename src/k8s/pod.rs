@@ -148,12 +148,22 @@ fn slot_for_name<E, N>(node: &Node<E, N>, value: &str, kube: Option<&Kube>, mast
     Ok(Slot { source, selection: None, master })
 }
 
+/// Who asks for a plan: ADD records a `NoNetworkFound` warning on the pod when a NAD
+/// cannot be had; a cache-less DEL rebuilding the list records nothing (as Go Multus,
+/// no events on DEL: the pod is going away).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanFor {
+    Add,
+    Del,
+}
+
 /// Build the delegate list of an ADD (also used by a DEL that has no cache).
 pub async fn plan<E: PluginExec, N>(
     node: &Node<E, N>,
     kube: Option<&Kube>,
     k8s: &K8sArgs,
     pod: Option<&PodInfo>,
+    purpose: PlanFor,
 ) -> Result<Plan> {
     let conf = &node.conf;
     let mut slots: Vec<Slot> = Vec::new();
@@ -259,7 +269,7 @@ pub async fn plan<E: PluginExec, N>(
             }
             (_, Some(Ok(found))) => found,
             (Source::Nad { namespace, name, .. }, Some(Err(e))) => {
-                if let (Some(kube), Some(pod)) = (kube, pod) {
+                if let (Some(kube), Some(pod), PlanFor::Add) = (kube, pod, purpose) {
                     send_events(kube, pod, vec![("Warning", "NoNetworkFound", e.msg.clone())]).await;
                 }
                 let _ = (namespace, name);
