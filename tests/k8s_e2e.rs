@@ -921,3 +921,155 @@ fn del_without_cache_and_hanging_api_still_deletes_the_primary() {
     assert!(leases.iter().all(|l| !l.starts_with(PRIMARY)), "{leases:?}");
     assert!(w.netns.links().iter().all(|l| l.name != "eth0"));
 }
+
+/// CHECK after a `default-route` ADD (everything cniVersion >= 0.4.0): the cached
+/// results were rewritten to match the pod's routes, so every plugin's CHECK passes.
+#[test]
+fn check_after_default_route_passes() {
+    require_link_type!("macvlan");
+    let mut w = World::new();
+    let master = w.veth();
+    let mut config = macvlan_conf(&master);
+    config["cniVersion"] = "1.0.0".into();
+    w.add_nad("default", "macvlan-conf", &config);
+    let pod = w.add_pod(
+        "routed-checked",
+        &[(NETWORKS, r#"[{"name":"macvlan-conf","ips":["10.1.1.101/24"],"default-route":["10.1.1.1"]}]"#)],
+    );
+    let conf = w.conf(json!({}));
+    w.cni("ADD", &pod, &conf).ok();
+    assert_eq!(w.netns.default_routes_v4(), vec![("net1".to_string(), "10.1.1.1".to_string())]);
+    w.cni("CHECK", &pod, &conf).ok();
+    w.cni("DEL", &pod, &conf).ok();
+    w.assert_nothing_left();
+}
+
+/// A NAD without `spec.config` names a config file in `confDir` (Go Multus §3.7).
+#[test]
+fn nad_without_config_uses_the_conf_dir_file() {
+    require_link_type!("macvlan");
+    let mut w = World::new();
+    let parent = w.veth();
+    let mut file = w.macvlan("0.3.1", &parent, "10.92.0.0/24", "10.92.0.10", "10.92.0.20");
+    file["name"] = "from-file".into();
+    std::fs::write(w.path("net.d").join("10-from-file.conf"), serde_json::to_vec(&file).unwrap()).unwrap();
+    w.api.add_nad(json!({
+        "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": "from-file", "namespace": "default"}, "spec": {}
+    }));
+    let pod = w.add_pod("filed", &[(NETWORKS, "from-file")]);
+    w.cni("ADD", &pod, &w.conf(json!({}))).ok();
+    assert_eq!(w.netns.link("net1").addrs, vec!["10.92.0.10/24"]);
+    assert_eq!(w.network_status(&pod)[1]["name"], "default/from-file");
+    w.cni("DEL", &pod, &w.conf(json!({}))).ok();
+    w.assert_nothing_left();
+}
+
+/// Seed A's config shape: multus at cniVersion 0.3.1 while the primary speaks 1.0.0.
+/// The result is printed in the caller's version; status and events are unchanged.
+#[test]
+fn seed_multus_config_version_031_gets_a_031_result() {
+    require_link_type!("macvlan");
+    let mut w = World::new();
+    let master = w.veth();
+    w.add_nad("default", "privatezone-macvlan-conf", &privatezone(&w, &master));
+    let pod = w.add_pod("oldconf", &[(NETWORKS, "privatezone-macvlan-conf")]);
+    let conf = w.conf(json!({"cniVersion": "0.3.1", "capabilities": {"bandwidth": true, "portMappings": true}}));
+    let run = w.cni("ADD", &pod, &conf);
+    let result = run.ok();
+    assert_eq!(result["cniVersion"], "0.3.1");
+    assert_eq!(result["ips"][0]["version"], "4");
+    assert_eq!(result["ips"][0]["address"], format!("{}/24", w.primary_ip()));
+    assert_eq!(w.network_status(&pod).len(), 2);
+    w.cni("DEL", &pod, &conf).ok();
+    w.assert_nothing_left();
+}
+
+/// The default-network annotation and the networks annotation together: eth0 from the
+/// override, net1 from the list; DEL removes both.
+#[test]
+fn default_network_override_with_additional_networks() {
+    require_link_type!("macvlan");
+    let mut w = World::new();
+    let (p1, p2) = (w.veth(), w.veth());
+    w.add_nad("kube-system", "alt-net", &w.macvlan("0.3.1", &p1, "10.77.0.0/24", "10.77.0.10", "10.77.0.20"));
+    w.add_nad("default", "extra", &w.macvlan("0.3.1", &p2, "10.93.0.0/24", "10.93.0.10", "10.93.0.20"));
+    let pod = w.add_pod("both", &[("v1.multus-cni.io/default-network", "alt-net"), (NETWORKS, "extra")]);
+    let conf = w.conf(json!({}));
+    w.cni("ADD", &pod, &conf).ok();
+    assert_eq!(w.netns.link("eth0").addrs, vec!["10.77.0.10/24"]);
+    assert_eq!(w.netns.link("net1").addrs, vec!["10.93.0.10/24"]);
+    let names: Vec<Value> = w.network_status(&pod).iter().map(|s| s["name"].clone()).collect();
+    assert_eq!(names, vec![json!("kube-system/alt-net"), json!("default/extra")]);
+    w.cni("DEL", &pod, &conf).ok();
+    w.assert_nothing_left();
+}
+
+/// A dual-stack attachment: both addresses in the status (bare) and in the event.
+#[test]
+fn dual_stack_attachment_status_and_event() {
+    require_link_type!("macvlan");
+    let mut w = World::new();
+    let parent = w.veth();
+    let config = json!({
+        "cniVersion": "1.0.0",
+        "type": "macvlan",
+        "master": parent,
+        "mode": "bridge",
+        "ipam": {
+            "type": "host-local",
+            "dataDir": w.p("ipam"),
+            "ranges": [[{"subnet": "10.94.0.0/24", "rangeStart": "10.94.0.10"}], [{"subnet": "fd00:94::/64", "rangeStart": "fd00:94::10"}]]
+        }
+    });
+    w.add_nad("default", "dual", &config);
+    let pod = w.add_pod("dual", &[(NETWORKS, "dual")]);
+    w.cni("ADD", &pod, &w.conf(json!({}))).ok();
+    let status = w.network_status(&pod);
+    assert_eq!(status[1]["ips"], json!(["10.94.0.10", "fd00:94::10"]), "{status:?}");
+    let events = w.events(&pod);
+    assert!(events.iter().any(|e| e.2 == "Add net1 [10.94.0.10/24 fd00:94::10/64] from default/dual"), "{events:?}");
+    w.cni("DEL", &pod, &w.conf(json!({}))).ok();
+    w.assert_nothing_left();
+}
+
+/// A `default-route` gateway that is not reachable on net1: the route cannot be added,
+/// the ADD fails and everything is rolled back.
+#[test]
+fn unreachable_default_route_gateway_rolls_back() {
+    require_link_type!("macvlan");
+    let mut w = World::new();
+    let master = w.veth();
+    w.add_nad("default", "macvlan-conf", &macvlan_conf(&master));
+    let pod = w.add_pod(
+        "offlink",
+        &[(NETWORKS, r#"[{"name":"macvlan-conf","ips":["10.1.1.101/24"],"default-route":["10.99.99.1"]}]"#)],
+    );
+    let (code, msg) = w.cni("ADD", &pod, &w.conf(json!({}))).err();
+    assert!(msg.contains("10.99.99.1") && msg.contains("net1"), "{code}: {msg}");
+    w.assert_nothing_left();
+    assert_eq!(w.network_status_raw(&pod), None);
+}
+
+/// DEL without caches, after the pod's NAD was deleted: the primary is still torn down,
+/// and DEL records no event (events are ADD's business).
+#[test]
+fn del_without_cache_and_nad_gone_tears_down_primary_without_events() {
+    require_link_type!("macvlan");
+    let mut w = World::new();
+    let annotation = nads(&mut w, 1);
+    let pod = w.add_pod("orphan", &[(NETWORKS, &annotation)]);
+    let conf = w.conf(json!({}));
+    w.cni("ADD", &pod, &conf).ok();
+    let events_after_add = w.api.events().len();
+    std::fs::remove_dir_all(w.path("multus")).unwrap();
+    // The NAD disappears: replace the API with one that only knows the pod.
+    let fresh = kube_standin::StandIn::start();
+    fresh.add_pod(w.api.pod("default", "orphan").unwrap());
+    fresh.write_kubeconfig(&w.path("kubeconfig"), "t").unwrap();
+    w.cni("DEL", &pod, &conf).ok();
+    assert!(w.netns.links().iter().all(|l| l.name != "eth0"), "{:?}", w.netns.links());
+    assert!(w.leases().iter().all(|l| !l.starts_with(PRIMARY)), "{:?}", w.leases());
+    assert_eq!(fresh.events(), Vec::<Value>::new(), "no events on DEL");
+    assert_eq!(w.api.events().len(), events_after_add);
+}

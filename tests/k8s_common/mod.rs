@@ -36,13 +36,11 @@ fn ip_quiet(args: &[&str]) {
 /// Whether the kernel can create links of `kind` (ipvlan, dummy and macvlan are modules
 /// that may be missing).
 pub fn kernel_has_link_type(kind: &str) -> bool {
+    // Probed once per process, under the lock: two threads probing with the same link
+    // names would see "File exists" and wrongly skip.
     static KNOWN: Mutex<BTreeMap<String, bool>> = Mutex::new(BTreeMap::new());
-    if let Some(known) = KNOWN.lock().unwrap_or_else(|e| e.into_inner()).get(kind) {
-        return *known;
-    }
-    let found = probe_link_type(kind);
-    KNOWN.lock().unwrap_or_else(|e| e.into_inner()).insert(kind.to_string(), found);
-    found
+    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    *known.entry(kind.to_string()).or_insert_with(|| probe_link_type(kind))
 }
 
 fn probe_link_type(kind: &str) -> bool {
