@@ -131,7 +131,7 @@ fn is_default(dst: &str) -> bool {
     dst.ends_with("/0")
 }
 
-/// Write the network-status annotation and send the AddedInterface events, at once.
+/// Write the network-status annotation, then send the AddedInterface events.
 async fn publish<E: PluginExec, N: NetnsOps>(
     node: &Node<E, N>,
     kube: &Kube,
@@ -167,11 +167,11 @@ async fn publish<E: PluginExec, N: NetnsOps>(
     if node.conf.write_legacy_networks_status {
         annotations.insert(status::LEGACY_NETWORKS_STATUS_ANNOTATION.into(), value.into());
     }
-    let (patched, ()) = futures::join!(
-        kube.set_pod_annotations(&pod.namespace, &pod.name, pod.precondition_uid(), &annotations),
-        pod::send_events(kube, pod, events)
-    );
-    patched
+    // Status first: when it fails the ADD is rolled back, and the events must not say
+    // that interfaces were added which no longer exist.
+    kube.set_pod_annotations(&pod.namespace, &pod.name, pod.precondition_uid(), &annotations).await?;
+    pod::send_events(kube, pod, events).await;
+    Ok(())
 }
 
 /// Everything that can be checked before anything runs: binaries, interface names
