@@ -601,6 +601,9 @@ mod faults {
             assert!(run.elapsed < Duration::from_secs(12), "{method} {fragment}: waited {:?}", run.elapsed);
             w.assert_nothing_left();
             assert_eq!(w.network_status_raw(&pod), None);
+            // Interfaces that were rolled back were never "added".
+            let events = w.events(&pod);
+            assert!(events.iter().all(|e| e.1 != "AddedInterface"), "{method} {fragment}: {events:?}");
         }
     }
 
@@ -1114,5 +1117,36 @@ fn bad_annotations_fail_before_anything_runs() {
         }
         assert!(w.api.requests().iter().all(|r| r.method == "GET" || r.path.ends_with("/events")));
         assert_eq!(w.network_status_raw(&pod), None);
+    }
+}
+
+/// More of the grammar, with effects observed in the pod: spaces around every piece of
+/// the comma form, the legacy `interfaceRequest` key, `cni-args` reaching host-local
+/// (`args.cni.ips`), and the `ips` capability of host-local.
+#[test]
+fn grammar_details_reach_the_plugins() {
+    require_link_type!("macvlan");
+    let mut w = World::new();
+    let parent = w.veth();
+    w.add_nad("default", "a-conf", &w.macvlan("0.3.1", &parent, "10.0.4.0/24", "10.0.4.70", "10.0.4.80"));
+    let mut with_ips = w.macvlan("0.3.1", &parent, "10.0.6.0/24", "10.0.6.70", "10.0.6.80");
+    with_ips["capabilities"] = json!({"ips": true});
+    w.add_nad("default", "b-conf", &with_ips);
+    let conf = w.conf(json!({}));
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        (" default / a-conf @ data9 ", &[("data9", "10.0.4.")]),
+        (r#"[{"name":"a-conf","interfaceRequest":"legacy1"}]"#, &[("legacy1", "10.0.4.")]),
+        (r#"[{"name":"a-conf","cni-args":{"ips":["10.0.4.77"]}}]"#, &[("net1", "10.0.4.77/24")]),
+        (r#"[{"name":"b-conf","ips":["10.0.6.78/24"]}]"#, &[("net1", "10.0.6.78/24")]),
+    ];
+    for (i, (annotation, want)) in cases.iter().enumerate() {
+        let pod = w.add_pod(&format!("grammar{i}"), &[(NETWORKS, annotation)]);
+        w.cni("ADD", &pod, &conf).ok();
+        for (ifname, addr) in *want {
+            let link = w.netns.link(ifname);
+            assert!(link.addrs.iter().any(|a| a.starts_with(addr)), "{annotation}: {ifname} has {:?}", link.addrs);
+        }
+        w.cni("DEL", &pod, &conf).ok();
+        w.assert_nothing_left();
     }
 }
