@@ -1150,3 +1150,78 @@ fn grammar_details_reach_the_plugins() {
         w.assert_nothing_left();
     }
 }
+
+/// `writeLegacyNetworksStatus` also writes the deprecated key the seed's older Multus
+/// wrote (SEEDS §E), with the same value; by default only the current key is written.
+#[test]
+fn legacy_networks_status_key_is_opt_in() {
+    require_link_type!("macvlan");
+    let mut w = World::new();
+    let annotation = nads(&mut w, 1);
+    let pod = w.add_pod("legacy", &[(NETWORKS, &annotation)]);
+    let conf = w.conf(json!({"writeLegacyNetworksStatus": true}));
+    w.cni("ADD", &pod, &conf).ok();
+    let anns = w.api.pod("default", "legacy").unwrap()["metadata"]["annotations"].clone();
+    assert_eq!(anns["k8s.v1.cni.cncf.io/networks-status"], anns["k8s.v1.cni.cncf.io/network-status"]);
+    assert!(anns["k8s.v1.cni.cncf.io/network-status"].is_string());
+    w.cni("DEL", &pod, &conf).ok();
+
+    let pod2 = w.add_pod("modern", &[(NETWORKS, &annotation)]);
+    w.cni("ADD", &pod2, &w.conf(json!({}))).ok();
+    let anns = w.api.pod("default", "modern").unwrap()["metadata"]["annotations"].clone();
+    assert!(anns.get("k8s.v1.cni.cncf.io/networks-status").is_none(), "{anns}");
+    w.cni("DEL", &pod2, &w.conf(json!({}))).ok();
+    w.assert_nothing_left();
+}
+
+/// A NAD whose config names its network differently: the status and events use the
+/// NAD (`ns/nad`), the results cache the config's own name (as libcni keys it).
+#[test]
+fn nad_with_its_own_network_name() {
+    require_link_type!("macvlan");
+    let mut w = World::new();
+    let parent = w.veth();
+    let mut config = w.macvlan("1.0.0", &parent, "10.95.0.0/24", "10.95.0.10", "10.95.0.20");
+    config["name"] = "inner-name".into();
+    w.add_nad("default", "outer-nad", &config);
+    let pod = w.add_pod("named-inside", &[(NETWORKS, "outer-nad")]);
+    let conf = w.conf(json!({}));
+    w.cni("ADD", &pod, &conf).ok();
+    assert_eq!(w.network_status(&pod)[1]["name"], "default/outer-nad");
+    assert!(w.events(&pod).iter().any(|e| e.2.ends_with("from default/outer-nad")));
+    let caches = w.cache_files();
+    assert!(caches.iter().any(|c| c.ends_with(&format!("results/inner-name-{}-net1", pod.container_id))), "{caches:?}");
+    assert!(w.leases().iter().all(|l| l.starts_with(PRIMARY) || l.starts_with("inner-name/")), "{:?}", w.leases());
+    w.cni("CHECK", &pod, &conf).ok();
+    w.cni("DEL", &pod, &conf).ok();
+    w.assert_nothing_left();
+}
+
+/// With every API request taking 600 ms, an ADD with 3 NADs spends 4 round trips on the
+/// API (pod GET; the 3 NAD GETs at once; the status patch; the events at once), not the
+/// 6 that fetching the NADs one by one would take.
+#[test]
+fn api_time_of_an_add_is_four_round_trips() {
+    use std::time::Duration;
+    require_link_type!("macvlan");
+    let rtt = Duration::from_millis(600);
+    let mut w = World::new();
+    let annotation = nads(&mut w, 3);
+    let conf = w.conf(json!({}));
+    let ns2 = w.extra_netns();
+    let base = w.add_pod("fast", &[(NETWORKS, &annotation)]);
+    let baseline = w.cni_in("ADD", &base, &ns2, &conf);
+    baseline.ok();
+    w.cni_in("DEL", &base, &ns2, &conf).ok();
+    w.api.set_latency(rtt);
+    let pod = w.add_pod("slow-api", &[(NETWORKS, &annotation)]);
+    let slow = w.cni("ADD", &pod, &conf);
+    slow.ok();
+    w.api.set_latency(Duration::ZERO);
+    let api_time = slow.elapsed.saturating_sub(baseline.elapsed);
+    eprintln!("ADD with 3 NADs: {:?} without latency, {:?} with {rtt:?} per request", baseline.elapsed, slow.elapsed);
+    assert!(slow.elapsed >= rtt * 4, "{:?}", slow.elapsed);
+    assert!(api_time < rtt * 5, "API time {api_time:?}: more than 4 round trips of {rtt:?}");
+    w.cni("DEL", &pod, &conf).ok();
+    w.assert_nothing_left();
+}
