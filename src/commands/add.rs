@@ -8,7 +8,7 @@ use crate::config::MultusConf;
 use crate::delegate::{self, Delegate, PluginExec};
 use crate::error::{CniError, Result, code};
 use crate::k8s::client::Kube;
-use crate::k8s::pod::{self, Plan, PodInfo, PodLookup};
+use crate::k8s::pod::{self, Plan, PlanFor, PodInfo, PodLookup};
 use crate::k8s::status;
 use crate::netns::NetnsOps;
 use serde_json::Value;
@@ -43,13 +43,17 @@ pub async fn add<E: PluginExec, N: NetnsOps>(node: &Node<E, N>) -> Result<Value>
         },
         None => None,
     };
-    let plan = pod::plan(node, kube.as_ref(), &k8s, pod.as_ref()).await?;
+    let plan = pod::plan(node, kube.as_ref(), &k8s, pod.as_ref(), PlanFor::Add).await?;
     let delegates = &plan.delegates;
     validate_plan(node, &k8s, delegates).await?;
     let mut results = run_delegates(node, &k8s, delegates).await?;
     if let Err(e) = apply_default_routes(node, &k8s, &plan, &mut results).await {
         rollback(node, &k8s, delegates, &results).await;
         return Err(e);
+    }
+    if let Some(kube) = &kube {
+        // The delegates' run time is not the API's: the status write gets its own budget.
+        kube.start_phase();
     }
     if let (Some(kube), Some(pod)) = (&kube, &pod)
         && let Err(e) = publish(node, kube, pod, &plan, &results).await
@@ -134,7 +138,7 @@ fn is_default(dst: &str) -> bool {
     dst.ends_with("/0")
 }
 
-/// Write the network-status annotation and send the AddedInterface events, at once.
+/// Write the network-status annotation, then send the AddedInterface events.
 async fn publish<E: PluginExec, N: NetnsOps>(
     node: &Node<E, N>,
     kube: &Kube,
@@ -174,11 +178,11 @@ async fn publish<E: PluginExec, N: NetnsOps>(
     if node.conf.write_legacy_networks_status {
         annotations.insert(status::LEGACY_NETWORKS_STATUS_ANNOTATION.into(), value.into());
     }
-    let (patched, ()) = futures::join!(
-        kube.set_pod_annotations(&pod.namespace, &pod.name, &annotations),
-        pod::send_events(kube, pod, events)
-    );
-    patched
+    // Status first: when it fails the ADD is rolled back, and the events must not say
+    // that interfaces were added which no longer exist.
+    kube.set_pod_annotations(&pod.namespace, &pod.name, pod.precondition_uid(), &annotations).await?;
+    pod::send_events(kube, pod, events).await;
+    Ok(())
 }
 
 /// Everything that can be checked before anything runs: binaries, interface names

@@ -7,7 +7,7 @@ use crate::cni::K8sArgs;
 use crate::delegate::{self, Delegate, PluginExec};
 use crate::error::{ErrorList, Result};
 use crate::k8s::client::Kube;
-use crate::k8s::pod::{self, PodLookup};
+use crate::k8s::pod::{self, PlanFor, PodLookup};
 use std::time::Duration;
 
 pub async fn del<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
@@ -73,5 +73,5 @@ async fn from_api<E: PluginExec, N>(node: &Node<E, N>, k8s: &K8sArgs) -> Result<
     let budget = node.conf.api_timeout().min(DEL_API_BUDGET);
     let Some(kube) = Kube::connect(&node.conf, budget).await? else { return Ok(None) };
     let PodLookup::Found(pod) = pod::lookup(node, &kube, k8s).await? else { return Ok(None) };
-    Ok(Some(pod::plan(node, Some(&kube), k8s, Some(&pod)).await?.delegates))
+    Ok(Some(pod::plan(node, Some(&kube), k8s, Some(&pod), PlanFor::Del).await?.delegates))
 }

@@ -13,6 +13,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::Value;
+use std::cell::Cell;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,21 @@ const MAX_REQUEST: Duration = Duration::from_secs(5);
 
 pub struct Kube {
     client: Client,
-    deadline: Instant,
+    /// The budget of one phase of API calls (`apiTimeoutSeconds`).
+    budget: Duration,
+    /// When the current phase's budget runs out; see [`Kube::start_phase`].
+    deadline: Cell<Instant>,
+}
+
+/// The pod we set up was deleted and recreated under the same name meanwhile.
+fn replaced(namespace: &str, name: &str, uid: Option<&str>, why: &str) -> CniError {
+    CniError::new(
+        code::KUBERNETES,
+        format!(
+            "pod {namespace}/{name} with UID {:?} no longer exists (replaced by a pod of the same name): {why}",
+            uid.unwrap_or_default()
+        ),
+    )
 }
 
 fn is_transient(e: &kube::Error) -> bool {
@@ -72,16 +87,24 @@ impl Kube {
         cfg.default_retry = false;
         let client = Client::try_from(cfg)
             .map_err(|e| CniError::new(code::KUBERNETES, format!("cannot build the Kubernetes client: {e}")))?;
-        Ok(Some(Kube { client, deadline }))
+        Ok(Some(Kube { client, budget, deadline: Cell::new(deadline) }))
     }
 
     /// For tests and tools: a client with an explicit budget.
     pub fn from_client(client: Client, budget: Duration) -> Kube {
-        Kube { client, deadline: Instant::now() + budget }
+        Kube { client, budget, deadline: Cell::new(Instant::now() + budget) }
     }
 
     pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+        self.deadline.get().saturating_duration_since(Instant::now())
+    }
+
+    /// Give the next phase of API calls a whole budget of its own. The budget bounds
+    /// time spent waiting for the API server, not the delegates run between two phases:
+    /// an ADD whose plugins take longer than `apiTimeoutSeconds` must still be able to
+    /// write the network status afterwards.
+    pub fn start_phase(&self) {
+        self.deadline.set(Instant::now() + self.budget);
     }
 
     /// Run `call` until it succeeds, fails for good, or the budget is spent.
@@ -155,14 +178,24 @@ impl Kube {
     /// Multus #855). A pod that is gone is not an error. When the ClusterRole in place
     /// is Go Multus' stock one (no `patch` on pods: 403), fall back to what Go Multus
     /// does: GET + update of `pods/status`, retried on conflict.
+    ///
+    /// With `uid`, the write only applies to that incarnation of the pod: the patch
+    /// carries `metadata.uid` as a precondition (the apiserver answers 409 when the pod
+    /// was deleted and recreated under the same name), and the fallback compares the UID
+    /// it reads. A replaced pod is an error, as in Go Multus' status write.
     pub async fn set_pod_annotations(
         &self,
         namespace: &str,
         name: &str,
+        uid: Option<&str>,
         annotations: &serde_json::Map<String, Value>,
     ) -> Result<()> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
+        let mut metadata = serde_json::json!({ "annotations": annotations });
+        if let Some(uid) = uid {
+            metadata["uid"] = uid.into();
+        }
+        let patch = serde_json::json!({ "metadata": metadata });
         let what = format!("error setting the network status of pod {namespace}/{name}");
         let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
         match self.retrying(&what, || api.patch(name, &params, &patch)).await {
@@ -171,7 +204,8 @@ impl Kube {
                 tracing::info!("pod {namespace}/{name} is gone; network status not written");
                 Ok(())
             }
-            Err((_, Some(403))) => self.update_status_annotations(&api, &what, name, annotations).await,
+            Err((e, Some(409))) if uid.is_some() => Err(replaced(namespace, name, uid, &e.msg)),
+            Err((_, Some(403))) => self.update_status_annotations(&api, &what, namespace, name, uid, annotations).await,
             Err((e, _)) => Err(e),
         }
     }
@@ -180,13 +214,21 @@ impl Kube {
         &self,
         api: &Api<Pod>,
         what: &str,
+        namespace: &str,
         name: &str,
+        uid: Option<&str>,
         annotations: &serde_json::Map<String, Value>,
     ) -> Result<()> {
         for _ in 0..5 {
             let Some(mut pod) = self.retrying(what, || api.get_opt(name)).await.map_err(|(e, _)| e)? else {
                 return Ok(());
             };
+            let found = pod.metadata.uid.as_deref().unwrap_or_default();
+            if let Some(uid) = uid
+                && uid != found
+            {
+                return Err(replaced(namespace, name, Some(uid), &format!("the API has UID {found:?}")));
+            }
             let anns = pod.metadata.annotations.get_or_insert_with(Default::default);
             for (k, v) in annotations {
                 anns.insert(k.clone(), v.as_str().unwrap_or_default().to_string());

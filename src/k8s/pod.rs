@@ -31,6 +31,25 @@ pub struct PodInfo {
     pub from_runtime: bool,
 }
 
+impl PodInfo {
+    /// The UID a status write must find on the pod (a precondition, so the status of a
+    /// sandbox never lands on a pod recreated under the same name). `None` when unknown,
+    /// and for a static pod whose UID came from the runtime: its mirror pod in the API
+    /// has another UID.
+    pub fn precondition_uid(&self) -> Option<&str> {
+        if self.uid.is_empty() || (self.from_runtime && is_static_pod(&self.annotations)) {
+            return None;
+        }
+        Some(&self.uid)
+    }
+}
+
+/// A static pod (from a file or URL, not the API): the API only has its mirror pod,
+/// whose UID differs from the kubelet's.
+fn is_static_pod(annotations: &BTreeMap<String, String>) -> bool {
+    annotations.get("kubernetes.io/config.source").is_some_and(|s| s != "api")
+}
+
 pub enum PodLookup {
     Found(PodInfo),
     /// The API says the pod does not exist.
@@ -78,7 +97,7 @@ pub async fn lookup<E, N>(node: &Node<E, N>, kube: &Kube, k8s: &K8sArgs) -> Resu
     };
     let annotations = pod.metadata.annotations.unwrap_or_default();
     let uid = pod.metadata.uid.unwrap_or_default();
-    let static_pod = annotations.get("kubernetes.io/config.source").is_some_and(|s| s != "api");
+    let static_pod = is_static_pod(&annotations);
     if !k8s.uid.is_empty() && k8s.uid != uid && !static_pod {
         return Err(CniError::new(
             code::KUBERNETES,
@@ -129,12 +148,22 @@ fn slot_for_name<E, N>(node: &Node<E, N>, value: &str, kube: Option<&Kube>, mast
     Ok(Slot { source, selection: None, master })
 }
 
+/// Who asks for a plan: ADD records a `NoNetworkFound` warning on the pod when a NAD
+/// cannot be had; a cache-less DEL rebuilding the list records nothing (as Go Multus,
+/// no events on DEL: the pod is going away).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanFor {
+    Add,
+    Del,
+}
+
 /// Build the delegate list of an ADD (also used by a DEL that has no cache).
 pub async fn plan<E: PluginExec, N>(
     node: &Node<E, N>,
     kube: Option<&Kube>,
     k8s: &K8sArgs,
     pod: Option<&PodInfo>,
+    purpose: PlanFor,
 ) -> Result<Plan> {
     let conf = &node.conf;
     let mut slots: Vec<Slot> = Vec::new();
@@ -187,14 +216,24 @@ pub async fn plan<E: PluginExec, N>(
             .map_err(|e| CniError::invalid_config(format!("{} {e}", k8s.tag())))?;
     }
 
-    // Every NAD at once: one round trip for the whole list, not one per network.
-    let fetches = slots.iter().map(|slot| async move {
-        match (&slot.source, kube) {
-            (Source::Nad { namespace, name, or_file }, Some(kube)) => {
+    // Every NAD at once: one round trip for the whole list, not one per network, and
+    // one GET per NAD however often it is listed (`a,a` gives two attachments).
+    let mut unique: Vec<(&str, &str, bool)> = Vec::new();
+    for slot in &slots {
+        if let Source::Nad { namespace, name, or_file } = &slot.source {
+            let key = (namespace.as_str(), name.as_str(), *or_file);
+            if !unique.contains(&key) {
+                unique.push(key);
+            }
+        }
+    }
+    let fetches = unique.iter().map(|&(namespace, name, or_file)| async move {
+        match kube {
+            Some(kube) => {
                 let found = kube.get_nad(namespace, name).await;
                 Some(match found {
                     Ok(Some(obj)) => nad::config_from_nad(&obj, &conf.conf_dir, &conf.cni_version).map(|c| (c, format!("{namespace}/{name}"))),
-                    Ok(None) if *or_file => nad::find_in_conf_dir(Path::new(&conf.conf_dir), name).map(|c| {
+                    Ok(None) if or_file => nad::find_in_conf_dir(Path::new(&conf.conf_dir), name).map(|c| {
                         let n = c.name().to_string();
                         (c, n)
                     }),
@@ -205,10 +244,20 @@ pub async fn plan<E: PluginExec, N>(
                     Err(e) => Err(e.context(format!("cannot find a network-attachment-definition ({name}) in namespace ({namespace})"))),
                 })
             }
-            _ => None,
+            None => None,
         }
     });
-    let fetched = futures::future::join_all(fetches).await;
+    let unique_fetched = futures::future::join_all(fetches).await;
+    let fetched: Vec<_> = slots
+        .iter()
+        .map(|slot| match &slot.source {
+            Source::Nad { namespace, name, or_file } => unique
+                .iter()
+                .position(|&key| key == (namespace.as_str(), name.as_str(), *or_file))
+                .and_then(|i| unique_fetched[i].clone()),
+            Source::Ready(_) => None,
+        })
+        .collect();
 
     let runtime = node.runtime_capabilities();
     let mut plan = Plan::default();
@@ -220,7 +269,7 @@ pub async fn plan<E: PluginExec, N>(
             }
             (_, Some(Ok(found))) => found,
             (Source::Nad { namespace, name, .. }, Some(Err(e))) => {
-                if let (Some(kube), Some(pod)) = (kube, pod) {
+                if let (Some(kube), Some(pod), PlanFor::Add) = (kube, pod, purpose) {
                     send_events(kube, pod, vec![("Warning", "NoNetworkFound", e.msg.clone())]).await;
                 }
                 let _ = (namespace, name);
