@@ -601,9 +601,13 @@ mod faults {
             assert!(run.elapsed < Duration::from_secs(12), "{method} {fragment}: waited {:?}", run.elapsed);
             w.assert_nothing_left();
             assert_eq!(w.network_status_raw(&pod), None);
-            // Interfaces that were rolled back were never "added".
-            let events = w.events(&pod);
-            assert!(events.iter().all(|e| e.1 != "AddedInterface"), "{method} {fragment}: {events:?}");
+            // Before the status write, no interface was announced. (Events are sent
+            // together with the status write, so a hanging PATCH may have been
+            // accompanied by them: one round trip less on every ADD.)
+            if method == "GET" {
+                let events = w.events(&pod);
+                assert!(events.iter().all(|e| e.1 != "AddedInterface"), "{method} {fragment}: {events:?}");
+            }
         }
     }
 
@@ -1197,11 +1201,11 @@ fn nad_with_its_own_network_name() {
     w.assert_nothing_left();
 }
 
-/// With every API request taking 600 ms, an ADD with 3 NADs spends 4 round trips on the
-/// API (pod GET; the 3 NAD GETs at once; the status patch; the events at once), not the
-/// 6 that fetching the NADs one by one would take.
+/// With every API request taking 600 ms, an ADD with 3 NADs spends 3 round trips on the
+/// API (pod GET; the 3 NAD GETs at once; the status patch with the events at once), not
+/// the 6 or more that fetching the NADs one by one and the events after would take.
 #[test]
-fn api_time_of_an_add_is_four_round_trips() {
+fn api_time_of_an_add_is_three_round_trips() {
     use std::time::Duration;
     require_link_type!("macvlan");
     let rtt = Duration::from_millis(600);
@@ -1220,8 +1224,8 @@ fn api_time_of_an_add_is_four_round_trips() {
     w.api.set_latency(Duration::ZERO);
     let api_time = slow.elapsed.saturating_sub(baseline.elapsed);
     eprintln!("ADD with 3 NADs: {:?} without latency, {:?} with {rtt:?} per request", baseline.elapsed, slow.elapsed);
-    assert!(slow.elapsed >= rtt * 4, "{:?}", slow.elapsed);
-    assert!(api_time < rtt * 5, "API time {api_time:?}: more than 4 round trips of {rtt:?}");
+    assert!(slow.elapsed >= rtt * 3, "{:?}", slow.elapsed);
+    assert!(api_time < rtt * 4, "API time {api_time:?}: more than 3 round trips of {rtt:?}");
     w.cni("DEL", &pod, &conf).ok();
     w.assert_nothing_left();
 }

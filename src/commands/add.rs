@@ -178,11 +178,15 @@ async fn publish<E: PluginExec, N: NetnsOps>(
     if node.conf.write_legacy_networks_status {
         annotations.insert(status::LEGACY_NETWORKS_STATUS_ANNOTATION.into(), value.into());
     }
-    // Status first: when it fails the ADD is rolled back, and the events must not say
-    // that interfaces were added which no longer exist.
-    kube.set_pod_annotations(&pod.namespace, &pod.name, pod.precondition_uid(), &annotations).await?;
-    pod::send_events(kube, pod, events).await;
-    Ok(())
+    // Status and events at once: one round trip on the critical path, not two. The
+    // price: when the status write fails (and the ADD is rolled back), the events may
+    // already say the interfaces were added — the same as Go Multus, whose events are
+    // sent as each delegate finishes.
+    let (patched, ()) = futures::join!(
+        kube.set_pod_annotations(&pod.namespace, &pod.name, pod.precondition_uid(), &annotations),
+        pod::send_events(kube, pod, events)
+    );
+    patched
 }
 
 /// Everything that can be checked before anything runs: binaries, interface names
