@@ -2,6 +2,7 @@
 //! This is the only place that writes to stdout.
 
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -22,6 +23,10 @@ struct Cli {
 enum Cmd {
     /// Print version and commit.
     Version,
+    /// Diagnose this node: config, plugins, API access and RBAC, cache, master links.
+    Doctor(multus::doctor::Options),
+    /// Check NetworkAttachmentDefinitions and selection annotations offline, as a webhook would.
+    Validate(multus::validate::Options),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +41,14 @@ fn main() -> ExitCode {
     match cli.command {
         _ if cli.version => print_version(),
         Some(Cmd::Version) => print_version(),
+        Some(Cmd::Doctor(opts)) => return print_report(&multus::doctor::run(&opts), opts.json),
+        Some(Cmd::Validate(opts)) => match multus::validate::run(&opts, std::io::stdin().lock()) {
+            Ok(report) => return print_report(&report, opts.json),
+            Err(e) => {
+                eprintln!("multus validate: {e}");
+                return ExitCode::from(2);
+            }
+        },
         None => {
             eprintln!(
                 "meta-plugin that delegates to other CNI plugins\nCNI protocol versions supported: {}",
@@ -44,6 +57,13 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+fn print_report(report: &multus::doctor::Report, json: bool) -> ExitCode {
+    let text = if json { report.to_json() } else { report.to_text() };
+    // A reader that stops early (`| head`) is no reason to panic; the exit code still tells.
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+    ExitCode::from(report.exit_code())
 }
 
 fn print_version() {
