@@ -2,6 +2,7 @@
 //! This is the only place that writes to stdout.
 
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -24,13 +25,17 @@ enum Cmd {
     Version,
     /// Install Multus on this node and keep its files current (the DaemonSet's entrypoint).
     Install(Box<multus::install::Options>),
+    /// Diagnose this node: config, plugins, API access and RBAC, cache, master links.
+    Doctor(multus::doctor::Options),
+    /// Check NetworkAttachmentDefinitions and selection annotations offline, as a webhook would.
+    Validate(multus::validate::Options),
 }
 
 fn main() -> ExitCode {
     if std::env::var_os("CNI_COMMAND").is_some() {
         let out = multus::commands::run_from_process();
         if let Some(doc) = out.stdout {
-            println!("{doc}");
+            let _ = writeln!(std::io::stdout().lock(), "{doc}");
         }
         return ExitCode::from(out.exit_code as u8);
     }
@@ -44,6 +49,14 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+        Some(Cmd::Doctor(opts)) => return print_report(&multus::doctor::run(&opts), opts.json),
+        Some(Cmd::Validate(opts)) => match multus::validate::run(&opts, std::io::stdin().lock()) {
+            Ok(report) => return print_report(&report, opts.json),
+            Err(e) => {
+                eprintln!("multus validate: {e}");
+                return ExitCode::from(2);
+            }
+        },
         None => {
             eprintln!(
                 "meta-plugin that delegates to other CNI plugins\nCNI protocol versions supported: {}",
@@ -54,8 +67,16 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn print_report(report: &multus::doctor::Report, json: bool) -> ExitCode {
+    let text = if json { report.to_json() } else { report.to_text() };
+    // A reader that stops early (`| head`) is no reason to panic; the exit code still tells.
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+    ExitCode::from(report.exit_code())
+}
+
 fn print_version() {
-    println!(
+    let _ = writeln!(
+        std::io::stdout().lock(),
         "multus-rs: version:{}, commit:{}",
         env!("CARGO_PKG_VERSION"),
         option_env!("MULTUS_GIT_COMMIT").unwrap_or("unknown")
