@@ -65,6 +65,10 @@ pub struct RecordedRequest {
     /// The plural resource, with a subresource appended (`pods/status`);
     /// empty when the path is not an API resource.
     pub resource: String,
+    /// When the request arrived: microseconds since the Unix epoch (so benchmarks can
+    /// tell which requests waited for which).
+    #[serde(default)]
+    pub arrived_us: u64,
 }
 
 /// A fault to inject into matching API requests.

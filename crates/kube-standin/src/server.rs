@@ -110,6 +110,10 @@ async fn handle(
             body: String::from_utf8_lossy(&body).into_owned(),
             verb: verb.clone(),
             resource: route.as_ref().map(Route::resource).unwrap_or_default(),
+            arrived_us: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or_default(),
         });
         (state.latency, state.take_fault(method, path))
     };
