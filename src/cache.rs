@@ -190,7 +190,11 @@ pub fn save_result(cni_dir: &Path, record: &CachedResult) -> Result<()> {
     fsutil::create_private_dir(&dir).map_err(|e| CniError::io(format!("cannot create {}", dir.display()), e))?;
     let path = result_path(cni_dir, &record.network_name, &record.container_id, &record.if_name);
     let data = serde_json::to_vec(record).map_err(|e| CniError::new(code::IO, e.to_string()))?;
-    fsutil::write_atomic(&path, &data, 0o600).map_err(|e| CniError::io(format!("cannot write {}", path.display()), e))
+    // Content fsynced and renamed atomically, but no directory fsync: after a crash a
+    // result is either whole or absent, and an absent one only means DEL runs without
+    // prevResult or falls back to the scratch cache, which *is* fully synced.
+    fsutil::write_atomic_deferred(&path, &data, 0o600)
+        .map_err(|e| CniError::io(format!("cannot write {}", path.display()), e))
 }
 
 /// The cached result of an attachment; a missing or unreadable record is `None` (DEL must

@@ -129,7 +129,7 @@ async fn apply_default_routes<E: PluginExec, N: NetnsOps>(
         }
         *raw = r.to_value(if r.cni_version.is_empty() { d.config.cni_version() } else { &r.cni_version })?;
         let rt = node.runtime_conf(k8s, d);
-        node.save_result(d, &rt, raw)?;
+        cache::save_result(&node.cni_dir(), &node.result_record(d, &rt, raw))?;
     }
     Ok(())
 }
@@ -241,29 +241,46 @@ pub async fn run_delegates<E: PluginExec, N>(
     cache::save_delegates(&cni_dir, &node.env.container_id, plan)
         .map_err(|e| e.context(format!("{} error saving the delegates", k8s.tag())))?;
     let mut results: Vec<Value> = Vec::with_capacity(plan.len());
+    // Each result is written (temp + fsync + rename) on a blocking thread while the next
+    // delegate runs: the fsyncs cost journal commits on the node's disk and would
+    // otherwise add up per attachment on the ADD's critical path.
+    let mut writes = Vec::with_capacity(plan.len());
+    let mut failure = None;
     for (i, d) in plan.iter().enumerate() {
         let rt = node.runtime_conf(k8s, d);
         let started = Instant::now();
-        let outcome = match delegate::add_network(&node.exec, &d.config, &rt).await {
-            // A result we cannot read would break the status, the printed result and
-            // the chained prevResult later: treat it as this delegate's failure now.
-            Ok(result) => CniResult::from_value(&result, d.config.cni_version())
+        // A result we cannot read would break the status, the printed result and the
+        // chained prevResult later: treat it as this delegate's failure now.
+        let outcome = delegate::add_network(&node.exec, &d.config, &rt).await.and_then(|result| {
+            CniResult::from_value(&result, d.config.cni_version())
                 .map_err(|e| e.context(format!("plugin returned an unusable result for {}", d.ifname)))
-                .and_then(|_| node.save_result(d, &rt, &result))
-                .map(|_| result),
-            Err(e) => Err(e),
-        };
+                .map(|_| result)
+        });
         match outcome {
             Ok(result) => {
                 tracing::info!("{} added {} ({}) in {:?}", k8s.tag(), d.ifname, d.name, started.elapsed());
+                let (dir, record) = (cni_dir.clone(), node.result_record(d, &rt, &result));
+                writes.push(tokio::task::spawn_blocking(move || cache::save_result(&dir, &record)));
                 results.push(result);
             }
             Err(e) => {
-                rollback(node, k8s, &plan[..=i], &results).await;
                 let tag = format!("[{}/{}/{}:{}]", k8s.namespace, k8s.name, k8s.uid, d.config.name());
-                return Err(e.context(format!("{tag}: error adding container to network {:?}", d.config.name())));
+                failure =
+                    Some((i, e.context(format!("{tag}: error adding container to network {:?}", d.config.name()))));
+                break;
             }
         }
+    }
+    // Every write finishes before anything else touches the results cache.
+    for w in writes {
+        let written = w.await.unwrap_or_else(|e| Err(CniError::new(code::IO, format!("results cache writer: {e}"))));
+        if let (Err(e), None) = (written, &failure) {
+            failure = Some((results.len() - 1, e.context(k8s.tag())));
+        }
+    }
+    if let Some((i, e)) = failure {
+        rollback(node, k8s, &plan[..=i.min(plan.len() - 1)], &results).await;
+        return Err(e);
     }
     Ok(results)
 }

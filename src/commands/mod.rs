@@ -188,22 +188,19 @@ impl<E: PluginExec, N> Node<E, N> {
         }
     }
 
-    /// Record an attachment's result in the libcni-compatible cache.
-    pub fn save_result(&self, d: &Delegate, rt: &RuntimeConf, result: &Value) -> Result<()> {
-        cache::save_result(
-            &self.cni_dir(),
-            &cache::CachedResult {
-                kind: "cniCacheV1".into(),
-                container_id: rt.container_id.clone(),
-                config: base64::engine::general_purpose::STANDARD.encode(&d.config.bytes),
-                if_name: d.ifname.clone(),
-                network_name: d.config.name().to_string(),
-                netns: rt.netns.clone(),
-                cni_args: rt.cni_args.clone(),
-                capability_args: rt.capability_args.clone(),
-                result: Some(result.clone()),
-            },
-        )
+    /// An attachment's record for the libcni-compatible results cache.
+    pub fn result_record(&self, d: &Delegate, rt: &RuntimeConf, result: &Value) -> cache::CachedResult {
+        cache::CachedResult {
+            kind: "cniCacheV1".into(),
+            container_id: rt.container_id.clone(),
+            config: base64::engine::general_purpose::STANDARD.encode(&d.config.bytes),
+            if_name: d.ifname.clone(),
+            network_name: d.config.name().to_string(),
+            netns: rt.netns.clone(),
+            cni_args: rt.cni_args.clone(),
+            capability_args: rt.capability_args.clone(),
+            result: Some(result.clone()),
+        }
     }
 
     pub fn cached_result(&self, d: &Delegate) -> Option<Value> {

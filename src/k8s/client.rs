@@ -85,6 +85,12 @@ impl Kube {
         cfg.read_timeout = Some(per_request);
         cfg.write_timeout = Some(per_request);
         cfg.default_retry = false;
+        // A plain-http server (a local proxy, the test stand-in) needs no TLS at all, but
+        // kube builds its TLS settings anyway and, without a CA, loads the whole system
+        // trust store (~140 files, milliseconds and megabytes) that would never be used.
+        if cfg.cluster_url.scheme_str() == Some("http") && cfg.root_cert.is_none() {
+            cfg.root_cert = Some(Vec::new());
+        }
         let client = Client::try_from(cfg)
             .map_err(|e| CniError::new(code::KUBERNETES, format!("cannot build the Kubernetes client: {e}")))?;
         Ok(Some(Kube { client, budget, deadline: Cell::new(deadline) }))
