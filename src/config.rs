@@ -237,24 +237,7 @@ mod tests {
     use super::*;
 
     /// shared/SEEDS.md §A, byte for byte.
-    pub const SEED_CONF: &str = r#"{
-  "capabilities": { "bandwidth": true, "portMappings": true },
-  "cniVersion": "0.3.1",
-  "delegates": [
-    { "cniVersion": "0.3.1", "name": "k8s-pod-network",
-      "plugins": [
-        { "datastore_type": "kubernetes", "ipam": { "type": "calico-ipam" },
-          "kubernetes": { "kubeconfig": "/etc/cni/net.d/calico-kubeconfig" },
-          "log_file_path": "/var/log/calico/cni/cni.log", "log_level": "info", "mtu": 0,
-          "nodename": "master01", "policy": { "type": "k8s" }, "type": "calico" },
-        { "capabilities": { "portMappings": true }, "snat": true, "type": "portmap" },
-        { "capabilities": { "bandwidth": true }, "type": "bandwidth" } ] } ],
-  "logLevel": "verbose",
-  "logToStderr": true,
-  "kubeconfig": "/etc/cni/net.d/multus.d/multus.kubeconfig",
-  "name": "multus-cni-network",
-  "type": "multus"
-}"#;
+    pub const SEED_CONF: &str = include_str!("../tests/data/seed-00-multus.conf");
 
     #[test]
     fn seed_config_parses_with_defaults() {

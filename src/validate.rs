@@ -199,7 +199,10 @@ fn check_document(index: usize, doc: &Value, default_namespace: &str) -> (Vec<Ch
     };
     let mut f = Findings { label, checks: Vec::new() };
     if !doc.is_object() {
-        f.fail(format!("is {}, not a mapping", json_kind(doc)), "a NetworkAttachmentDefinition is a YAML mapping");
+        f.fail(
+            format!("is {}, not a mapping", crate::k8s::selection::json_kind(doc)),
+            "a NetworkAttachmentDefinition is a YAML mapping",
+        );
         return (f.checks, None);
     }
     match doc.get("kind").and_then(Value::as_str) {
@@ -229,11 +232,11 @@ fn check_document(index: usize, doc: &Value, default_namespace: &str) -> (Vec<Ch
     }
     match (name, doc.pointer("/metadata/name")) {
         (None, Some(v @ (Value::Bool(_) | Value::Number(_)))) => f.fail(
-            format!("metadata.name is {} ({v}), not a string", json_kind(v)),
+            format!("metadata.name is {} ({v}), not a string", crate::k8s::selection::json_kind(v)),
             "quote it: YAML reads unquoted y, n, yes, no, on, off and numbers as other types",
         ),
         (None, _) => f.fail("metadata.name is missing", "name the NAD: pods select it by that name"),
-        (Some(n), _) if !is_dns_label(n) => f.warn(
+        (Some(n), _) if !crate::k8s::selection::is_dns_label(n) => f.warn(
             format!("name {n:?} is not a DNS-1123 label: the networks annotation cannot select it"),
             "use lower-case letters, digits and '-', at most 63 characters",
         ),
@@ -264,7 +267,7 @@ fn check_spec_config(f: &mut Findings, doc: &Value, name: Option<&str>) -> Optio
         }
         Some(other) => {
             f.fail(
-                format!("spec.config must be a string holding JSON, not {}", json_kind(other)),
+                format!("spec.config must be a string holding JSON, not {}", crate::k8s::selection::json_kind(other)),
                 "quote the JSON: config: '{ \"cniVersion\": \"1.0.0\", ... }'",
             );
             return None;
@@ -274,7 +277,7 @@ fn check_spec_config(f: &mut Findings, doc: &Value, name: Option<&str>) -> Optio
         Ok(Value::Object(map)) => map,
         Ok(other) => {
             f.fail(
-                format!("spec.config must be a JSON object, not {}", json_kind(&other)),
+                format!("spec.config must be a JSON object, not {}", crate::k8s::selection::json_kind(&other)),
                 "give one CNI conf or conflist",
             );
             return None;
@@ -328,7 +331,7 @@ fn check_plugins(f: &mut Findings, map: &Map<String, Value>) {
                 let at = format!("plugins[{i}]");
                 match plugin.as_object() {
                     None => f.fail(
-                        format!("{at} is {}, not an object", json_kind(plugin)),
+                        format!("{at} is {}, not an object", crate::k8s::selection::json_kind(plugin)),
                         "each plugin is a JSON object with a \"type\"",
                     ),
                     Some(p) => match p.get("type") {
@@ -346,7 +349,7 @@ fn check_plugins(f: &mut Findings, map: &Map<String, Value>) {
         }
         (None, Some(other)) => {
             f.fail(
-                format!("\"plugins\" must be a list, not {}", json_kind(other)),
+                format!("\"plugins\" must be a list, not {}", crate::k8s::selection::json_kind(other)),
                 "a conflist has \"plugins\": [ {...}, ... ]",
             );
         }
@@ -359,7 +362,10 @@ fn check_plugins(f: &mut Findings, map: &Map<String, Value>) {
 
 fn check_type(f: &mut Findings, at: &str, value: &Value) {
     match value.as_str() {
-        None => f.fail(format!("{at} must be a string, not {}", json_kind(value)), "name the plugin binary"),
+        None => f.fail(
+            format!("{at} must be a string, not {}", crate::k8s::selection::json_kind(value)),
+            "name the plugin binary",
+        ),
         Some(t) if validate_plugin_type(t).is_err() => f.fail(
             format!("{at} {t:?} is not a plain file name: plugins are looked up by name in binDir, never by path"),
             "name the plugin binary, e.g. \"macvlan\"",
@@ -394,9 +400,10 @@ fn check_cni_version(f: &mut Findings, map: &Map<String, Value>) {
             "use one of the supported versions",
         ),
         Some(Value::String(_)) => {}
-        Some(other) => {
-            f.fail(format!("cniVersion must be a string, not {}", json_kind(other)), "e.g. \"cniVersion\": \"1.0.0\"")
-        }
+        Some(other) => f.fail(
+            format!("cniVersion must be a string, not {}", crate::k8s::selection::json_kind(other)),
+            "e.g. \"cniVersion\": \"1.0.0\"",
+        ),
     }
 }
 
@@ -418,9 +425,10 @@ fn check_network_name(f: &mut Findings, map: &Map<String, Value>, nad_name: Opti
             f.fail(format!("network name {n:?} is invalid: {rule}"), "fix \"name\" in spec.config")
         }
         Some(Value::String(_)) => {}
-        Some(other) => {
-            f.fail(format!("name must be a string, not {}", json_kind(other)), "fix \"name\" in spec.config")
-        }
+        Some(other) => f.fail(
+            format!("name must be a string, not {}", crate::k8s::selection::json_kind(other)),
+            "fix \"name\" in spec.config",
+        ),
     }
 }
 
@@ -444,25 +452,6 @@ fn describe(config: &NetworkConfig, injected: bool) -> String {
         format!("; capabilities: {}", capabilities.into_iter().collect::<Vec<_>>().join(", "))
     };
     format!("{shape}, {name}{version}{capabilities}")
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -10,24 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// shared/SEEDS.md §A: the `00-multus.conf` the Go DaemonSet wrote next to Calico.
-const SEED_MULTUS_CONF: &str = r#"{
-  "capabilities": { "bandwidth": true, "portMappings": true },
-  "cniVersion": "0.3.1",
-  "delegates": [
-    { "cniVersion": "0.3.1", "name": "k8s-pod-network",
-      "plugins": [
-        { "datastore_type": "kubernetes", "ipam": { "type": "calico-ipam" },
-          "kubernetes": { "kubeconfig": "/etc/cni/net.d/calico-kubeconfig" },
-          "log_file_path": "/var/log/calico/cni/cni.log", "log_level": "info", "mtu": 0,
-          "nodename": "master01", "policy": { "type": "k8s" }, "type": "calico" },
-        { "capabilities": { "portMappings": true }, "snat": true, "type": "portmap" },
-        { "capabilities": { "bandwidth": true }, "type": "bandwidth" } ] } ],
-  "logLevel": "verbose",
-  "logToStderr": true,
-  "kubeconfig": "/etc/cni/net.d/multus.d/multus.kubeconfig",
-  "name": "multus-cni-network",
-  "type": "multus"
-}"#;
+const SEED_MULTUS_CONF: &str = include_str!("data/seed-00-multus.conf");
 
 /// Calico's own conflist on that node: the seed's delegate, as Calico writes it.
 fn calico_conflist() -> String {

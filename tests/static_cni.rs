@@ -328,24 +328,7 @@ fn version_lists_every_spec_version() {
 
 /// shared/SEEDS.md §A, byte for byte: the config the Multus DaemonSet writes next to
 /// Calico. No calico here: ADD must fail cleanly, having run and written nothing.
-const SEED_A: &str = r#"{
-  "capabilities": { "bandwidth": true, "portMappings": true },
-  "cniVersion": "0.3.1",
-  "delegates": [
-    { "cniVersion": "0.3.1", "name": "k8s-pod-network",
-      "plugins": [
-        { "datastore_type": "kubernetes", "ipam": { "type": "calico-ipam" },
-          "kubernetes": { "kubeconfig": "/etc/cni/net.d/calico-kubeconfig" },
-          "log_file_path": "/var/log/calico/cni/cni.log", "log_level": "info", "mtu": 0,
-          "nodename": "master01", "policy": { "type": "k8s" }, "type": "calico" },
-        { "capabilities": { "portMappings": true }, "snat": true, "type": "portmap" },
-        { "capabilities": { "bandwidth": true }, "type": "bandwidth" } ] } ],
-  "logLevel": "verbose",
-  "logToStderr": true,
-  "kubeconfig": "/etc/cni/net.d/multus.d/multus.kubeconfig",
-  "name": "multus-cni-network",
-  "type": "multus"
-}"#;
+const SEED_A: &str = include_str!("data/seed-00-multus.conf");
 
 #[test]
 fn seed_a_calico_config_fails_cleanly_without_calico() {

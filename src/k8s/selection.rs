@@ -417,16 +417,19 @@ fn parse_comma_item(item: &str) -> Result<NetworkSelection, Problem> {
 }
 
 /// DNS-1123 label: `^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`, at most 63 bytes.
-fn check_label(what: &'static str, value: &str) -> Result<(), Problem> {
+pub fn is_dns_label(value: &str) -> bool {
     let bytes = value.as_bytes();
     let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
-    let valid = match (bytes.first(), bytes.last()) {
+    match (bytes.first(), bytes.last()) {
         (Some(first), Some(last)) => {
             bytes.len() <= MAX_LABEL_BYTES && *first != b'-' && *last != b'-' && bytes.iter().all(allowed)
         }
         _ => false,
-    };
-    if valid { Ok(()) } else { Err(Problem::NotDnsLabel { what, value: value.to_owned() }) }
+    }
+}
+
+fn check_label(what: &'static str, value: &str) -> Result<(), Problem> {
+    if is_dns_label(value) { Ok(()) } else { Err(Problem::NotDnsLabel { what, value: value.to_owned() }) }
 }
 
 // ----- JSON form --------------------------------------------------------------------------------
@@ -584,7 +587,8 @@ impl Fields<'_> {
     }
 }
 
-fn json_kind(value: &Value) -> &'static str {
+/// How a JSON value is named in messages ("a string", "an object", …).
+pub fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
