@@ -200,7 +200,7 @@ fn check_document(index: usize, doc: &Value, default_namespace: &str) -> (Vec<Ch
     let mut f = Findings { label, checks: Vec::new() };
     if !doc.is_object() {
         f.fail(
-            format!("is {}, not a mapping", crate::k8s::selection::json_kind(doc)),
+            format!("is {}, not a mapping", selection::json_kind(doc)),
             "a NetworkAttachmentDefinition is a YAML mapping",
         );
         return (f.checks, None);
@@ -232,11 +232,11 @@ fn check_document(index: usize, doc: &Value, default_namespace: &str) -> (Vec<Ch
     }
     match (name, doc.pointer("/metadata/name")) {
         (None, Some(v @ (Value::Bool(_) | Value::Number(_)))) => f.fail(
-            format!("metadata.name is {} ({v}), not a string", crate::k8s::selection::json_kind(v)),
+            format!("metadata.name is {} ({v}), not a string", selection::json_kind(v)),
             "quote it: YAML reads unquoted y, n, yes, no, on, off and numbers as other types",
         ),
         (None, _) => f.fail("metadata.name is missing", "name the NAD: pods select it by that name"),
-        (Some(n), _) if !crate::k8s::selection::is_dns_label(n) => f.warn(
+        (Some(n), _) if !selection::is_dns_label(n) => f.warn(
             format!("name {n:?} is not a DNS-1123 label: the networks annotation cannot select it"),
             "use lower-case letters, digits and '-', at most 63 characters",
         ),
@@ -267,7 +267,7 @@ fn check_spec_config(f: &mut Findings, doc: &Value, name: Option<&str>) -> Optio
         }
         Some(other) => {
             f.fail(
-                format!("spec.config must be a string holding JSON, not {}", crate::k8s::selection::json_kind(other)),
+                format!("spec.config must be a string holding JSON, not {}", selection::json_kind(other)),
                 "quote the JSON: config: '{ \"cniVersion\": \"1.0.0\", ... }'",
             );
             return None;
@@ -277,7 +277,7 @@ fn check_spec_config(f: &mut Findings, doc: &Value, name: Option<&str>) -> Optio
         Ok(Value::Object(map)) => map,
         Ok(other) => {
             f.fail(
-                format!("spec.config must be a JSON object, not {}", crate::k8s::selection::json_kind(&other)),
+                format!("spec.config must be a JSON object, not {}", selection::json_kind(&other)),
                 "give one CNI conf or conflist",
             );
             return None;
@@ -331,7 +331,7 @@ fn check_plugins(f: &mut Findings, map: &Map<String, Value>) {
                 let at = format!("plugins[{i}]");
                 match plugin.as_object() {
                     None => f.fail(
-                        format!("{at} is {}, not an object", crate::k8s::selection::json_kind(plugin)),
+                        format!("{at} is {}, not an object", selection::json_kind(plugin)),
                         "each plugin is a JSON object with a \"type\"",
                     ),
                     Some(p) => match p.get("type") {
@@ -349,7 +349,7 @@ fn check_plugins(f: &mut Findings, map: &Map<String, Value>) {
         }
         (None, Some(other)) => {
             f.fail(
-                format!("\"plugins\" must be a list, not {}", crate::k8s::selection::json_kind(other)),
+                format!("\"plugins\" must be a list, not {}", selection::json_kind(other)),
                 "a conflist has \"plugins\": [ {...}, ... ]",
             );
         }
@@ -362,10 +362,7 @@ fn check_plugins(f: &mut Findings, map: &Map<String, Value>) {
 
 fn check_type(f: &mut Findings, at: &str, value: &Value) {
     match value.as_str() {
-        None => f.fail(
-            format!("{at} must be a string, not {}", crate::k8s::selection::json_kind(value)),
-            "name the plugin binary",
-        ),
+        None => f.fail(format!("{at} must be a string, not {}", selection::json_kind(value)), "name the plugin binary"),
         Some(t) if validate_plugin_type(t).is_err() => f.fail(
             format!("{at} {t:?} is not a plain file name: plugins are looked up by name in binDir, never by path"),
             "name the plugin binary, e.g. \"macvlan\"",
@@ -401,7 +398,7 @@ fn check_cni_version(f: &mut Findings, map: &Map<String, Value>) {
         ),
         Some(Value::String(_)) => {}
         Some(other) => f.fail(
-            format!("cniVersion must be a string, not {}", crate::k8s::selection::json_kind(other)),
+            format!("cniVersion must be a string, not {}", selection::json_kind(other)),
             "e.g. \"cniVersion\": \"1.0.0\"",
         ),
     }
@@ -425,10 +422,9 @@ fn check_network_name(f: &mut Findings, map: &Map<String, Value>, nad_name: Opti
             f.fail(format!("network name {n:?} is invalid: {rule}"), "fix \"name\" in spec.config")
         }
         Some(Value::String(_)) => {}
-        Some(other) => f.fail(
-            format!("name must be a string, not {}", crate::k8s::selection::json_kind(other)),
-            "fix \"name\" in spec.config",
-        ),
+        Some(other) => {
+            f.fail(format!("name must be a string, not {}", selection::json_kind(other)), "fix \"name\" in spec.config")
+        }
     }
 }
 
