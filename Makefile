@@ -17,6 +17,30 @@ $(STAMP):
 
 deps: $(STAMP)
 
+# crates/cri-e2e compiles the CRI proto with protoc: every workspace build needs it.
+PROTO_PACKAGES := protobuf-compiler
+# What make e2e drives: containerd's CRI plugin (runc) and podman; busybox for podman's rootfs.
+E2E_PACKAGES := containerd runc podman busybox-static
+
+# Installs the missing packages among $(1); apt-get update only when the package lists
+# are more than an hour old (on a fresh machine the deps stamp has just refreshed them).
+define apt-install
+@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+if [ -n "$$missing" ]; then \
+  echo "installing Debian packages:$$missing"; \
+  find /var/lib/apt/lists -maxdepth 1 -name '*Release' -mmin -60 2>/dev/null | grep -q . || apt-get update -qq; \
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+fi
+endef
+
+.PHONY: proto-deps e2e-deps e2e
+proto-deps:
+	$(call apt-install,$(PROTO_PACKAGES))
+deps build lint: proto-deps
+
+e2e-deps:
+	$(call apt-install,$(E2E_PACKAGES))
+
 build:
 	$(CARGO) build --locked --workspace --all-targets
 
@@ -32,6 +56,7 @@ lint:
 test: deps lint
 	$(CARGO) build --locked --workspace --bins --examples
 	$(CARGO) test --locked --workspace --all-targets -- --test-threads=2
+	$(MAKE) e2e
 
 demo: deps
 	$(CARGO) build --locked --workspace --bins --examples
@@ -39,6 +64,11 @@ demo: deps
 
 bench: deps
 	bash scripts/bench.sh
+
+# End to end through the real callers: containerd's CRI plugin (driven over its socket
+# as kubelet does) and podman; prints "N passed, M failed" (crates/cri-e2e).
+e2e: deps e2e-deps
+	bash scripts/e2e.sh
 
 # Leftovers of interrupted test runs: namespaces whose names our tests use.
 clean-netns:
