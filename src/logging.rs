@@ -65,13 +65,6 @@ pub fn init_stderr() {
         .try_init();
 }
 
-/// Errors before the config is known go to stderr (a no-op once a subscriber exists).
-pub fn init_stderr_if_unset() {
-    if !tracing::dispatcher::has_been_set() {
-        init_stderr();
-    }
-}
-
 fn backup_path(path: &Path, n: u64, compress: bool) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(format!(".{n}"));

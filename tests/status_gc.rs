@@ -129,3 +129,38 @@ fn gc_and_status_need_1_1_0() {
     verb("STATUS").run_json(&conf).err(1);
     assert!(dir.calls().is_empty());
 }
+
+/// A GC without `cni.dev/valid-attachments` removes nothing and forwards nothing: an
+/// empty list would tell the primary network that none of its attachments is valid.
+#[test]
+fn gc_without_a_list_touches_nothing() {
+    require_root!();
+    let ns = Netns::new();
+    let dir = TestDir::new().with_fake();
+    let conf = dir.multus_conf("1.1.0", two_fakes(&dir, "1.1.0", json!({}), json!({})), json!({}));
+    let cid = format!("itest-{}", unique("n"));
+    Invocation::new("ADD", &cid, &ns.path).run_json(&conf).ok();
+    std::fs::remove_file(&dir.record).unwrap();
+    verb("GC").run_json(&conf).ok();
+    assert!(dir.calls().is_empty(), "{:?}", dir.call_summary());
+    assert_eq!(dir.cache_files().len(), 3, "{:?}", dir.cache_files());
+}
+
+/// `logFile`, `logLevel` and `logToStderr: false` are honoured: the error goes to the
+/// file, not to stderr (stdout carries only the CNI error).
+#[test]
+fn logging_follows_the_config() {
+    require_root!();
+    let dir = TestDir::new().with_fake();
+    let log = dir.tmp.path().join("multus.log");
+    let conf = dir.multus_conf(
+        "1.1.0",
+        vec![],
+        json!({"logFile": log, "logLevel": "debug", "logToStderr": false, "delegates": []}),
+    );
+    let run = verb("STATUS").run_json(&conf);
+    assert!(run.stderr.trim().is_empty(), "stderr: {}", run.stderr);
+    run.err(7);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("at least one delegate/clusterNetwork must be specified"), "{logged}");
+}

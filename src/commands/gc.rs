@@ -5,8 +5,8 @@
 //! (and the IPs behind them) live forever. Here, when the runtime gives the list: every
 //! cached container not in it is DELeted with what its caches recorded (netns, CNI_ARGS,
 //! config), then its entries are removed; then GC is forwarded to the primary network.
-//! Without a list nothing of ours is removed: deleting live pods' addresses on a
-//! malformed GC would be far worse than keeping a stale entry.
+//! Without a list nothing is removed and nothing is forwarded: deleting live pods'
+//! addresses on a malformed GC would be far worse than keeping a stale entry.
 
 use super::Node;
 use crate::cache;
@@ -27,8 +27,10 @@ pub async fn gc<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
         Some(valid) => collect_stale(node, valid, &mut errors).await,
         None => tracing::info!("GC without cni.dev/valid-attachments: nothing of ours is removed"),
     }
-    if let Some(master) = node.static_delegates()?.into_iter().next() {
-        let list = serde_json::to_value(node.conf.valid_attachments.clone().unwrap_or_default()).unwrap_or_default();
+    // Without the runtime's list there is nothing safe to forward: an empty list would
+    // tell the primary network that none of its attachments is valid.
+    if let (Some(valid), Some(master)) = (&node.conf.valid_attachments, node.static_delegates()?.into_iter().next()) {
+        let list = serde_json::to_value(valid).unwrap_or_default();
         if let Err(e) = delegate::gc_network(&node.exec, &master.config, &RuntimeConf::default(), &list).await {
             errors.push(e);
         }

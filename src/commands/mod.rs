@@ -33,6 +33,12 @@ impl Output {
         tracing::error!(code = e.code, "{}", e.msg);
         Output { stdout: Some(e.to_json(version)), exit_code: 1 }
     }
+
+    /// An error before the config (and so its logging settings) is known: to stderr.
+    fn early_error(e: &CniError, version: &str) -> Output {
+        crate::logging::init_stderr();
+        Self::error(e, version)
+    }
 }
 
 /// Stdin larger than this is refused (a config is kilobytes; this bounds memory).
@@ -45,10 +51,10 @@ pub fn run_from_process() -> Output {
     let needs_stdin = !matches!(env.as_ref().map(|e| e.command), Ok(Command::Version));
     if needs_stdin {
         if let Err(e) = std::io::stdin().take(MAX_STDIN + 1).read_to_end(&mut stdin) {
-            return Output::error(&CniError::io("cannot read stdin", e), LATEST);
+            return Output::early_error(&CniError::io("cannot read stdin", e), LATEST);
         }
         if stdin.len() as u64 > MAX_STDIN {
-            return Output::error(
+            return Output::early_error(
                 &CniError::new(code::DECODE, "the network configuration on stdin is larger than 16 MiB"),
                 LATEST,
             );
@@ -61,18 +67,18 @@ pub fn run_from_process() -> Output {
 
 /// Dispatch one CNI invocation.
 pub fn run(env: Result<CniEnv>, stdin: &[u8]) -> Output {
-    crate::logging::init_stderr_if_unset();
     let env = match env {
         Ok(env) => env,
-        Err(e) => return Output::error(&e, &version::caller_version(stdin)),
+        Err(e) => return Output::early_error(&e, &version::error_version(stdin)),
     };
     if env.command == Command::Version {
         return Output { stdout: Some(version::version(stdin)), exit_code: 0 };
     }
     let conf = match MultusConf::parse(stdin) {
         Ok(c) => c,
-        Err(e) => return Output::error(&e, &version::caller_version(stdin)),
+        Err(e) => return Output::early_error(&e, &version::error_version(stdin)),
     };
+    // Only now: the config says where logs go (file, level, stderr or not).
     crate::logging::init(&conf);
     let reply_version = if conf.cni_version.is_empty() { "0.1.0".to_string() } else { conf.cni_version.clone() };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
