@@ -244,6 +244,8 @@ impl Drop for Env {
 /// multus process alone (its delegates' are not included).
 static PEAK_MULTUS_RSS_KIB: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
+// The child is reaped with wait4 (to read its own rusage), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 fn run(bin: &Path, command: &str, cid: &str, netns: &str, ifname: &str, args: &str, conf: &Value) -> Duration {
     let start = Instant::now();
     let mut child = Command::new(bin)
