@@ -287,6 +287,22 @@ impl PluginExec for BinaryExec {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        // A delegate must not outlive us. When the runtime kills `multus` at its own
+        // deadline (SIGKILL: no destructor runs, `kill_on_drop` cannot help), an orphaned
+        // delegate that finishes its ADD after the runtime's DEL would leave what it made
+        // (an interface, an IP) behind for good. The kernel kills it when we die.
+        let parent = std::process::id();
+        // SAFETY: only async-signal-safe syscalls (prctl, getppid) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+                // We may have died between fork and prctl: then nobody will wait for it.
+                if nix::unistd::getppid().as_raw() as u32 != parent {
+                    return Err(std::io::Error::other("multus exited before the delegate started"));
+                }
+                Ok(())
+            });
+        }
         let what = format!("plugin type={plugin_type:?} ({})", command.as_str());
         let mut child = cmd.spawn().map_err(|e| {
             CniError::new(code::DELEGATE_FAILED, format!("{what}: cannot execute {}: {e}", path.display()))
