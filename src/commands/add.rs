@@ -45,11 +45,16 @@ pub async fn add<E: PluginExec, N: NetnsOps>(node: &Node<E, N>) -> Result<Value>
     };
     let plan = pod::plan(node, kube.as_ref(), &k8s, pod.as_ref()).await?;
     let delegates = &plan.delegates;
+    // `apiTimeoutSeconds` is a budget for API calls: the clock stops while delegates run.
+    let api_left = kube.as_ref().map(Kube::remaining);
     validate_plan(node, &k8s, delegates).await?;
     let mut results = run_delegates(node, &k8s, delegates).await?;
     if let Err(e) = apply_default_routes(node, &k8s, &plan, &mut results).await {
         rollback(node, &k8s, delegates, &results).await;
         return Err(e);
+    }
+    if let (Some(kube), Some(left)) = (&kube, api_left) {
+        kube.set_remaining(left);
     }
     if let (Some(kube), Some(pod)) = (&kube, &pod)
         && let Err(e) = publish(node, kube, pod, &plan, &results).await

@@ -13,6 +13,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::Value;
+use std::cell::Cell;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,9 @@ const MAX_REQUEST: Duration = Duration::from_secs(5);
 
 pub struct Kube {
     client: Client,
-    deadline: Instant,
+    /// When the budget runs out; moved by [`Kube::set_remaining`] while no call is in
+    /// flight (the budget is for API calls, not for the delegates in between).
+    deadline: Cell<Instant>,
 }
 
 fn is_transient(e: &kube::Error) -> bool {
@@ -72,16 +75,23 @@ impl Kube {
         cfg.default_retry = false;
         let client = Client::try_from(cfg)
             .map_err(|e| CniError::new(code::KUBERNETES, format!("cannot build the Kubernetes client: {e}")))?;
-        Ok(Some(Kube { client, deadline }))
+        Ok(Some(Kube { client, deadline: Cell::new(deadline) }))
     }
 
     /// For tests and tools: a client with an explicit budget.
     pub fn from_client(client: Client, budget: Duration) -> Kube {
-        Kube { client, deadline: Instant::now() + budget }
+        Kube { client, deadline: Cell::new(Instant::now() + budget) }
     }
 
     pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+        self.deadline.get().saturating_duration_since(Instant::now())
+    }
+
+    /// Restart the clock with `left` of the budget: ADD takes what was left before the
+    /// delegates ran and gives it back afterwards, so slow delegates do not make a
+    /// healthy API server look unreachable.
+    pub fn set_remaining(&self, left: Duration) {
+        self.deadline.set(Instant::now() + left);
     }
 
     /// Run `call` until it succeeds, fails for good, or the budget is spent.
