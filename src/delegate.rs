@@ -349,11 +349,17 @@ impl PluginExec for BinaryExec {
         // A CNI error object keeps its own code; anything else is ours (100).
         let err = match serde_json::from_str::<Value>(stdout) {
             Ok(v) if v.get("code").and_then(Value::as_u64).is_some() => {
-                let code = v["code"].as_u64().unwrap_or(code::DELEGATE_FAILED as u64) as u32;
+                let raw = v["code"].as_u64().unwrap_or_default();
+                // A failure must reach the runtime as one: code 0 would read as no error,
+                // and a code beyond 32 bits would wrap (2^32 + 7 into 7).
+                let (code, note) = match u32::try_from(raw) {
+                    Ok(c) if c != 0 => (c, String::new()),
+                    _ => (code::DELEGATE_FAILED, format!(" (invalid error code {raw})")),
+                };
                 let msg = v.get("msg").and_then(Value::as_str).unwrap_or("").to_string();
                 let details = v.get("details").and_then(Value::as_str).unwrap_or("").to_string();
                 let details = [details, stderr].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join("\n");
-                CniError::new(code, format!("{what} failed: {msg}")).with_details(details)
+                CniError::new(code, format!("{what} failed: {msg}{note}")).with_details(details)
             }
             _ => CniError::new(
                 code::DELEGATE_FAILED,
