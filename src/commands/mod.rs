@@ -61,17 +61,24 @@ pub fn run_from_process() -> Output {
 
 /// Dispatch one CNI invocation.
 pub fn run(env: Result<CniEnv>, stdin: &[u8]) -> Output {
-    crate::logging::init_stderr_if_unset();
+    // One global subscriber per process: errors before the config is known go to stderr;
+    // once it is, its logLevel/logFile (installing stderr first made them no-ops).
     let env = match env {
         Ok(env) => env,
-        Err(e) => return Output::error(&e, &version::caller_version(stdin)),
+        Err(e) => {
+            crate::logging::init_stderr_if_unset();
+            return Output::error(&e, &version::caller_version(stdin));
+        }
     };
     if env.command == Command::Version {
         return Output { stdout: Some(version::version(stdin)), exit_code: 0 };
     }
     let conf = match MultusConf::parse(stdin) {
         Ok(c) => c,
-        Err(e) => return Output::error(&e, &version::caller_version(stdin)),
+        Err(e) => {
+            crate::logging::init_stderr_if_unset();
+            return Output::error(&e, &version::caller_version(stdin));
+        }
     };
     crate::logging::init(&conf);
     let reply_version = if conf.cni_version.is_empty() { "0.1.0".to_string() } else { conf.cni_version.clone() };
