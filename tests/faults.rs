@@ -384,12 +384,14 @@ fn run_api_cases(cases: Vec<ApiCase>) {
 #[test]
 fn api_faults_while_looking_up_the_pod_and_nads() {
     require_root!();
+    let _tally = Tally::start("api_faults_while_looking_up_the_pod_and_nads");
     run_api_cases(api_cases_lookup());
 }
 
 #[test]
 fn api_faults_while_writing_the_status() {
     require_root!();
+    let _tally = Tally::start("api_faults_while_writing_the_status");
     run_api_cases(api_cases_publish());
 }
 
@@ -398,6 +400,7 @@ fn api_faults_while_writing_the_status() {
 #[test]
 fn api_server_down_or_no_kubeconfig_during_add() {
     require_root!();
+    let _tally = Tally::start("api_server_down_or_no_kubeconfig_during_add");
     let w = World::new();
     let api = api_for(&w);
     let conf = api_conf(&w, &api);
@@ -422,6 +425,7 @@ fn api_server_down_or_no_kubeconfig_during_add() {
 #[test]
 fn slow_delegates_do_not_eat_the_api_budget() {
     require_root!();
+    let _tally = Tally::start("slow_delegates_do_not_eat_the_api_budget");
     let w = World::new();
     write_script(&w.dir.bin_dir, "slowpoke", SLOWPOKE);
     let api = Api::start(&w.dir);
@@ -450,6 +454,7 @@ fi"#;
 #[test]
 fn del_succeeds_from_the_cache_whatever_the_api_does() {
     require_root!();
+    let _tally = Tally::start("del_succeeds_from_the_cache_whatever_the_api_does");
     let w = World::new();
     type Break = fn(&World, &mut Option<Api>, &mut Value);
     let faults: Vec<(&str, Break)> = vec![
@@ -496,6 +501,7 @@ fn del_succeeds_from_the_cache_whatever_the_api_does() {
 #[test]
 fn del_without_scratch_cache_and_without_api_uses_the_results_cache() {
     require_root!();
+    let _tally = Tally::start("del_without_scratch_cache_and_without_api_uses_the_results_cache");
     let w = World::new();
     let api = api_for(&w);
     let conf = api_conf(&w, &api);
@@ -512,6 +518,7 @@ fn del_without_scratch_cache_and_without_api_uses_the_results_cache() {
 #[test]
 fn del_with_both_caches_torn_rebuilds_from_the_api() {
     require_root!();
+    let _tally = Tally::start("del_with_both_caches_torn_rebuilds_from_the_api");
     let w = World::new();
     let api = api_for(&w);
     let conf = api_conf(&w, &api);
@@ -549,6 +556,7 @@ fi"#;
 #[test]
 fn delegate_failures_at_every_position_leave_nothing() {
     require_root!();
+    let _tally = Tally::start("delegate_failures_at_every_position_leave_nothing");
     let w = World::new();
     write_script(&w.dir.bin_dir, "noisy", NOISY);
     write_script(&w.dir.bin_dir, "chatty", CHATTY);
@@ -637,6 +645,7 @@ fn kill_mid_add(w: &World, add: &Invocation, conf: &Value, ready: impl Fn() -> b
 #[test]
 fn kill_9_while_a_delegate_hangs_then_del_twice() {
     require_root!();
+    let _tally = Tally::start("kill_9_while_a_delegate_hangs_then_del_twice");
     let w = World::new();
     let conf = w.conf(
         vec![w.master(), w.macvlan("fault-macvlan"), w.dir.fake("stuck", "1.0.0", json!({"add": "hang"}))],
@@ -658,6 +667,7 @@ fn kill_9_while_a_delegate_hangs_then_del_twice() {
 #[test]
 fn kill_9_while_the_api_hangs_then_del_twice() {
     require_root!();
+    let _tally = Tally::start("kill_9_while_the_api_hangs_then_del_twice");
     let w = World::new();
     for (what, method, path) in [("pod GET", "GET", POD), ("status PATCH", "PATCH", POD)] {
         let api = api_for(&w);
@@ -681,6 +691,7 @@ fn kill_9_while_the_api_hangs_then_del_twice() {
 #[test]
 fn corrupt_truncated_or_foreign_cache_files_do_not_block_del() {
     require_root!();
+    let _tally = Tally::start("corrupt_truncated_or_foreign_cache_files_do_not_block_del");
     let w = World::new();
     type Corrupt = fn(&std::path::Path, &std::path::Path);
     let cases: Vec<(&str, Corrupt)> = vec![
@@ -766,6 +777,7 @@ fn world_on_tmpfs(read_only: bool) -> (World, Tmpfs) {
 #[test]
 fn read_only_cache_dir() {
     require_root!();
+    let _tally = Tally::start("read_only_cache_dir");
     let (w, fs) = world_on_tmpfs(true);
     let conf = w.conf(vec![w.master(), w.dir.fake("fk", "1.0.0", json!({}))], json!({}));
     // ADD cannot record what it would do: it does nothing
@@ -796,6 +808,7 @@ fn read_only_cache_dir() {
 #[test]
 fn full_cache_dir() {
     require_root!();
+    let _tally = Tally::start("full_cache_dir");
     let (w, fs) = world_on_tmpfs(false);
     let conf = w.conf(vec![w.master(), w.dir.fake("fk", "1.0.0", json!({}))], json!({}));
     // no space at all: the scratch cache cannot be written, nothing runs
@@ -865,6 +878,7 @@ const TROUBLES: [Trouble; 8] = [
 #[test]
 fn fifty_pods_in_parallel_with_random_failures() {
     require_root!();
+    let _tally = Tally::start("fifty_pods_in_parallel_with_random_failures");
     let w = World::new();
     let api = Api::start(&w.dir);
     let mut rng = Rng(SEED);
@@ -1016,6 +1030,7 @@ fn fifty_pods_in_parallel_with_random_failures() {
 #[test]
 fn config_files_rewritten_while_invocations_run() {
     require_root!();
+    let _tally = Tally::start("config_files_rewritten_while_invocations_run");
     let w = World::new();
     let api = api_for(&w);
     let conf_dir = w.dir.tmp.path().join("net.d");

@@ -484,6 +484,7 @@ impl Invocation {
 /// Run the plugin with exactly `env` (plus PATH) and `stdin`; kill it after
 /// [`RUN_TIMEOUT`].
 pub fn run_plugin(env: &BTreeMap<String, String>, stdin: &[u8]) -> Outcome {
+    PLUGIN_RUNS.fetch_add(1, Ordering::SeqCst);
     let started = Instant::now();
     let mut child = Command::new(multus_bin())
         .env_clear()
@@ -583,11 +584,31 @@ impl Api {
     }
 }
 
+/// Invocations of the plugin by this test binary so far (`run_plugin`, `spawn_plugin`).
+pub static PLUGIN_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Prints how many invocations a test made, when it ends (exact with `--test-threads=1`).
+pub struct Tally(&'static str, usize, Instant);
+
+impl Tally {
+    pub fn start(name: &'static str) -> Tally {
+        Tally(name, PLUGIN_RUNS.load(Ordering::SeqCst), Instant::now())
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        let n = PLUGIN_RUNS.load(Ordering::SeqCst) - self.1;
+        eprintln!("tally: {} made {n} invocations in {:.1?}", self.0, self.2.elapsed());
+    }
+}
+
 /// Start the plugin without waiting for it (to kill it mid-flight); stdin is written and
 /// closed, stdout/stderr go to files in `dir`.
 pub fn spawn_plugin(env: &BTreeMap<String, String>, stdin: &[u8], out_dir: &Path) -> std::process::Child {
     let stdout = std::fs::File::create(out_dir.join("spawned.stdout")).unwrap();
     let stderr = std::fs::File::create(out_dir.join("spawned.stderr")).unwrap();
+    PLUGIN_RUNS.fetch_add(1, Ordering::SeqCst);
     let mut child = Command::new(multus_bin())
         .env_clear()
         .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
