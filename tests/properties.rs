@@ -301,6 +301,20 @@ proptest! {
         }
     }
 
+    /// Any number in the three timeouts: no panic, and a deadline `now + timeout` can be
+    /// computed (fuzzing found `1e80` panicking in `Duration::from_secs_f64`).
+    #[test]
+    fn any_timeout_is_usable(t in prop_oneof![any::<f64>(), 0.0..1e6, Just(1e80), Just(f64::MAX)], key in 0usize..3) {
+        let key = ["delegateTimeoutSeconds", "apiTimeoutSeconds", "readinessTimeoutSeconds"][key];
+        let mut v = json!({"name": "n", "cniVersion": "1.0.0"});
+        v[key] = if t.is_finite() { json!(t) } else { json!(null) };
+        if let Ok(c) = MultusConf::parse(v.to_string().as_bytes()) {
+            for d in [c.delegate_timeout(), c.api_timeout(), c.readiness_timeout()] {
+                prop_assert!(std::time::Instant::now().checked_add(d).is_some());
+            }
+        }
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         if let Err(e) = MultusConf::parse(&bytes) {
