@@ -1098,3 +1098,32 @@ fn config_files_rewritten_while_invocations_run() {
     assert!(outcomes.get("ok").copied().unwrap_or(0) > 0, "{outcomes:?}");
     w.assert_clean("config rewritten");
 }
+
+/// The runtime lost track of a sandbox whose ADD was killed (no DEL ever comes): its
+/// next GC, without that container in `cni.dev/valid-attachments`, removes everything.
+#[test]
+fn gc_cleans_up_after_a_killed_add_the_runtime_forgot() {
+    require_root!();
+    let _tally = Tally::start("gc_cleans_up_after_a_killed_add_the_runtime_forgot");
+    let w = World::new();
+    let mut conf = w.conf(
+        vec![w.master(), w.macvlan("fault-macvlan"), w.dir.fake("stuck", "1.0.0", json!({"add": "hang"}))],
+        json!({"delegateTimeoutSeconds": 120}),
+    );
+    conf["cniVersion"] = "1.1.0".into();
+    let add = w.invocation("ADD");
+    let cid = add.env["CNI_CONTAINERID"].clone();
+    kill_mid_add(&w, &add, &conf, || w.fake_calls(&cid).iter().any(|c| c.0 == "ADD"));
+    w.chains.borrow_mut().extend(portmap_chains(&cid));
+    assert!(!w.leak_check().leaks().is_empty(), "the killed ADD left something for GC to find");
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    Invocation::new("GC", "", "")
+        .unset("CNI_CONTAINERID")
+        .unset("CNI_NETNS")
+        .unset("CNI_IFNAME")
+        .unset("CNI_ARGS")
+        .run_json(&gc)
+        .ok();
+    w.assert_clean("GC after a killed ADD");
+}
