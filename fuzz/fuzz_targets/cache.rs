@@ -11,7 +11,8 @@ use std::sync::OnceLock;
 fn dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("multus-fuzz-cache-{}", std::process::id()));
+        // under fuzz/target (git-ignored), one per process (libFuzzer -jobs)
+        let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/cache-scratch-{}", std::process::id()));
         std::fs::create_dir_all(d.join("results")).unwrap();
         d
     })
