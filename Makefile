@@ -69,6 +69,20 @@ bench: deps
 # as kubelet does) and podman; prints "N passed, M failed" (crates/cri-e2e).
 e2e: deps e2e-deps
 	bash scripts/e2e.sh
+# Fuzzing, not part of `make test`: every cargo-fuzz target of fuzz/ for FUZZ_SECONDS
+# each, new inputs kept in fuzz/corpus/<target>, crashes in fuzz/artifacts/<target>.
+# cargo-fuzz wants a nightly toolchain; RUSTC_BOOTSTRAP=1 makes this stable one accept
+# its -Z flags (AddressSanitizer included). See docs/reliability.md.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= annotation config result cache
+
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	@cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t && \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t corpus/$$t seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 || exit 1; \
+	done
 
 # Leftovers of interrupted test runs: namespaces whose names our tests use.
 clean-netns:

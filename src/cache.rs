@@ -142,6 +142,7 @@ pub fn load_delegates(cni_dir: &Path, container_id: &str, runtime_ifname: &str) 
 
 pub fn remove_delegates(cni_dir: &Path, container_id: &str) -> Result<()> {
     let path = scratch_path(cni_dir, container_id);
+    fsutil::remove_stale_temps(&path);
     fsutil::remove_if_exists(&path).map_err(|e| CniError::io(format!("cannot remove {}", path.display()), e))
 }
 
@@ -213,6 +214,7 @@ pub fn load_result(cni_dir: &Path, network: &str, container_id: &str, ifname: &s
 
 pub fn remove_result(cni_dir: &Path, network: &str, container_id: &str, ifname: &str) {
     let path = result_path(cni_dir, network, container_id, ifname);
+    fsutil::remove_stale_temps(&path);
     if let Err(e) = fsutil::remove_if_exists(&path) {
         tracing::warn!("cannot remove {}: {e}", path.display());
     }

@@ -169,8 +169,13 @@ pub fn valid_network_name(name: &str) -> bool {
     crate::cni::env::valid_container_id(name)
 }
 
+/// The longest wait we honour (a year: as good as forever). Larger values, up to
+/// `f64::MAX`, are clamped: `Duration::from_secs_f64` panics past `u64::MAX` seconds and
+/// `Instant + Duration` overflows long before that.
+const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
 fn seconds(v: f64, default: f64) -> Duration {
-    Duration::from_secs_f64(if v.is_finite() && v > 0.0 { v } else { default })
+    Duration::from_secs_f64(if v.is_finite() && v > 0.0 { v.min(MAX_SECONDS) } else { default })
 }
 
 impl MultusConf {
@@ -279,5 +284,14 @@ mod tests {
             MultusConf::parse(br#"{"name":"n","globalNamespaces":"  foo ,bar","delegateTimeoutSeconds":-1}"#).unwrap();
         assert_eq!(c.global_namespaces(), vec!["foo", "bar"]);
         assert_eq!(c.delegate_timeout(), Duration::from_secs(60));
+        // found by fuzzing: a huge timeout made `multus` panic (exit 101, no CNI error)
+        let c = MultusConf::parse(
+            br#"{"name":"n","delegateTimeoutSeconds":1e80,"apiTimeoutSeconds":1e300,"readinessTimeoutSeconds":1.8e19}"#,
+        )
+        .unwrap();
+        for d in [c.delegate_timeout(), c.api_timeout(), c.readiness_timeout()] {
+            assert_eq!(d, Duration::from_secs(365 * 24 * 3600));
+            let _ = std::time::Instant::now() + d;
+        }
     }
 }

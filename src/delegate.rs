@@ -287,6 +287,22 @@ impl PluginExec for BinaryExec {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        // A delegate must not outlive us. When the runtime kills `multus` at its own
+        // deadline (SIGKILL: no destructor runs, `kill_on_drop` cannot help), an orphaned
+        // delegate that finishes its ADD after the runtime's DEL would leave what it made
+        // (an interface, an IP) behind for good. The kernel kills it when we die.
+        let parent = std::process::id();
+        // SAFETY: only async-signal-safe syscalls (prctl, getppid) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+                // We may have died between fork and prctl: then nobody will wait for it.
+                if nix::unistd::getppid().as_raw() as u32 != parent {
+                    return Err(std::io::Error::other("multus exited before the delegate started"));
+                }
+                Ok(())
+            });
+        }
         let what = format!("plugin type={plugin_type:?} ({})", command.as_str());
         let mut child = cmd.spawn().map_err(|e| {
             CniError::new(code::DELEGATE_FAILED, format!("{what}: cannot execute {}: {e}", path.display()))
@@ -333,11 +349,17 @@ impl PluginExec for BinaryExec {
         // A CNI error object keeps its own code; anything else is ours (100).
         let err = match serde_json::from_str::<Value>(stdout) {
             Ok(v) if v.get("code").and_then(Value::as_u64).is_some() => {
-                let code = v["code"].as_u64().unwrap_or(code::DELEGATE_FAILED as u64) as u32;
+                let raw = v["code"].as_u64().unwrap_or_default();
+                // A failure must reach the runtime as one: code 0 would read as no error,
+                // and a code beyond 32 bits would wrap (2^32 + 7 into 7).
+                let (code, note) = match u32::try_from(raw) {
+                    Ok(c) if c != 0 => (c, String::new()),
+                    _ => (code::DELEGATE_FAILED, format!(" (invalid error code {raw})")),
+                };
                 let msg = v.get("msg").and_then(Value::as_str).unwrap_or("").to_string();
                 let details = v.get("details").and_then(Value::as_str).unwrap_or("").to_string();
                 let details = [details, stderr].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join("\n");
-                CniError::new(code, format!("{what} failed: {msg}")).with_details(details)
+                CniError::new(code, format!("{what} failed: {msg}{note}")).with_details(details)
             }
             _ => CniError::new(
                 code::DELEGATE_FAILED,

@@ -46,6 +46,19 @@ fn parent(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
+/// Remove what [`write_atomic`] to `path` left when its process was killed between
+/// creating its temp file and renaming it (`.<name>.tmp.<pid>`). Best effort.
+pub fn remove_stale_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return };
+    let prefix = format!(".{}.tmp.", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().strip_prefix(&prefix).is_some_and(|pid| pid.parse::<u32>().is_ok()) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Remove a file; a file that is already gone is not an error.
 pub fn remove_if_exists(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
@@ -72,5 +85,19 @@ mod tests {
         assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1, "no temp file left");
         remove_if_exists(&p).unwrap();
         remove_if_exists(&p).unwrap();
+    }
+
+    #[test]
+    fn stale_temps_of_one_file_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cid");
+        for name in [".cid.tmp.123", ".cid.tmp.x", ".cid2.tmp.5", "cid"] {
+            fs::write(dir.path().join(name), b"").unwrap();
+        }
+        remove_stale_temps(&p);
+        let mut left: Vec<String> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, [".cid.tmp.x", ".cid2.tmp.5", "cid"]);
     }
 }

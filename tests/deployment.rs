@@ -102,7 +102,6 @@ fn cluster_role_grants_exactly_what_the_plugin_uses() {
         ("", "pods/status", "update"),
         ("k8s.cni.cncf.io", "network-attachment-definitions", "get"),
         ("", "events", "create"),
-        ("events.k8s.io", "events", "create"),
     ]
     .iter()
     .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))

@@ -484,6 +484,7 @@ impl Invocation {
 /// Run the plugin with exactly `env` (plus PATH) and `stdin`; kill it after
 /// [`RUN_TIMEOUT`].
 pub fn run_plugin(env: &BTreeMap<String, String>, stdin: &[u8]) -> Outcome {
+    PLUGIN_RUNS.fetch_add(1, Ordering::SeqCst);
     let started = Instant::now();
     let mut child = Command::new(multus_bin())
         .env_clear()
@@ -530,4 +531,264 @@ pub fn run_plugin(env: &BTreeMap<String, String>, stdin: &[u8]) -> Outcome {
         .collect::<Result<Vec<_>, _>>()
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout:?}\nstderr: {stderr}"));
     Outcome { exit_code: status.code().unwrap_or(-1), stdout, stderr, docs, elapsed: started.elapsed() }
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers of the reliability suites (faults, corpus, security): the Kubernetes API
+// stand-in, processes we start and kill ourselves, a tiny tmpfs, and leak accounting.
+// ---------------------------------------------------------------------------------------
+
+/// The API stand-in (`crates/kube-standin`) with a kubeconfig for it in the test's temp
+/// dir. Dropping it stops the server (the "API server down" fault).
+pub struct Api {
+    pub standin: kube_standin::StandIn,
+    pub kubeconfig: PathBuf,
+    pub token: String,
+}
+
+impl Api {
+    pub fn start(dir: &TestDir) -> Api {
+        let standin = kube_standin::StandIn::start();
+        let token = format!("mrs-secret-token-{}", unique("tok"));
+        let kubeconfig = dir.tmp.path().join("multus.kubeconfig");
+        standin.write_kubeconfig(&kubeconfig, &token).expect("write kubeconfig");
+        Api { standin, kubeconfig, token }
+    }
+
+    /// A pod whose uid matches [`Invocation::new`]'s `K8S_POD_UID` when `uid` is `uid-1`.
+    pub fn add_pod(&self, ns: &str, name: &str, uid: &str, annotations: Value) {
+        self.standin.add_pod(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "uid": uid, "annotations": annotations},
+            "spec": {"containers": [{"name": "c", "image": "pause"}]},
+        }));
+    }
+
+    /// A NetworkAttachmentDefinition whose `spec.config` is `config` (a JSON value is
+    /// serialised, a string is taken as is).
+    pub fn add_nad(&self, ns: &str, name: &str, config: &Value) {
+        let config = match config {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        self.standin.add_nad(json!({
+            "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"config": config},
+        }));
+    }
+
+    /// `(method, path)` of every request so far.
+    pub fn request_lines(&self) -> Vec<String> {
+        self.standin.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect()
+    }
+}
+
+/// Invocations of the plugin by this test binary so far (`run_plugin`, `spawn_plugin`).
+pub static PLUGIN_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Prints how many invocations a test made, when it ends (exact with `--test-threads=1`).
+pub struct Tally(&'static str, usize, Instant);
+
+impl Tally {
+    pub fn start(name: &'static str) -> Tally {
+        Tally(name, PLUGIN_RUNS.load(Ordering::SeqCst), Instant::now())
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        let n = PLUGIN_RUNS.load(Ordering::SeqCst) - self.1;
+        eprintln!("tally: {} made {n} invocations in {:.1?}", self.0, self.2.elapsed());
+    }
+}
+
+/// Start the plugin without waiting for it (to kill it mid-flight); stdin is written and
+/// closed, stdout/stderr go to files in `dir`.
+pub fn spawn_plugin(env: &BTreeMap<String, String>, stdin: &[u8], out_dir: &Path) -> std::process::Child {
+    let stdout = std::fs::File::create(out_dir.join("spawned.stdout")).unwrap();
+    let stderr = std::fs::File::create(out_dir.join("spawned.stderr")).unwrap();
+    PLUGIN_RUNS.fetch_add(1, Ordering::SeqCst);
+    let mut child = Command::new(multus_bin())
+        .env_clear()
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .envs(env)
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn multus");
+    let mut w = child.stdin.take().unwrap();
+    w.write_all(stdin).expect("write stdin");
+    drop(w);
+    child
+}
+
+/// Poll `cond` every 20 ms for up to `limit`; whether it became true.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// Whether process `pid` still runs (a zombie does not count).
+pub fn process_alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(s) => !s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')),
+    }
+}
+
+/// An executable shell script `name` in `dir` (a scripted delegate).
+pub fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// A tmpfs of `size` bytes mounted on `dir` (created), unmounted (lazily) on Drop, also
+/// when the test panicked.
+pub struct Tmpfs {
+    pub dir: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: usize, read_only: bool) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut opts = format!("size={size},mode=0700");
+        if read_only {
+            opts.push_str(",ro");
+        }
+        sh(&["mount", "-t", "tmpfs", "-o", &opts, "tmpfs", dir.to_str().unwrap()]);
+        Tmpfs { dir: dir.to_path_buf() }
+    }
+
+    pub fn remount(&self, read_only: bool) {
+        let opts = if read_only { "remount,ro" } else { "remount,rw" };
+        sh(&["mount", "-o", opts, self.dir.to_str().unwrap()]);
+    }
+
+    /// Fill the filesystem until only `free` bytes are left.
+    pub fn fill_leaving(&self, free: u64) {
+        let avail = sh(&["df", "-B1", "--output=avail", self.dir.to_str().unwrap()]);
+        let avail: u64 = avail.lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df avail");
+        let fill = avail.saturating_sub(free);
+        std::fs::write(self.dir.join(".filler"), vec![0u8; fill as usize]).unwrap();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        sh_quiet(&["umount", "-l", self.dir.to_str().unwrap()]);
+    }
+}
+
+/// Every line of `iptables-save` (all tables) that mentions `needle`.
+pub fn iptables_lines(needle: &str) -> Vec<String> {
+    let out = Command::new("iptables-save").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    out.unwrap_or_default().lines().filter(|l| l.contains(needle)).map(String::from).collect()
+}
+
+/// The portmap chains (`CNI-DN-*`) the rules of container `cid` jump to.
+pub fn portmap_chains(cid: &str) -> Vec<String> {
+    let mut v: Vec<String> = iptables_lines(cid)
+        .iter()
+        .flat_map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+        .filter(|w| w.starts_with("CNI-DN-"))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Ports of bridge `bridge` (veths the bridge plugin attached).
+pub fn bridge_ports(bridge: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["-j", "link", "show", "master", bridge]).output();
+    let Ok(out) = out else { return Vec::new() };
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v.as_array().into_iter().flatten().filter_map(|l| l["ifname"].as_str().map(String::from)).collect()
+}
+
+/// What a scenario must not leave behind, and where to look for it.
+#[derive(Default)]
+pub struct LeakCheck<'a> {
+    pub netns: Vec<&'a Netns>,
+    pub cache_dirs: Vec<PathBuf>,
+    pub lease_dirs: Vec<PathBuf>,
+    pub bridges: Vec<String>,
+    /// Container IDs: no iptables rule may mention them.
+    pub cids: Vec<String>,
+    /// Portmap chains seen after ADD: they must be gone.
+    pub chains: Vec<String>,
+    /// Call logs of fake delegates: every process they record must be gone.
+    pub records: Vec<PathBuf>,
+}
+
+impl LeakCheck<'_> {
+    /// Everything found, one line per leak; empty when nothing was left.
+    pub fn leaks(&self) -> Vec<String> {
+        let mut leaks = Vec::new();
+        for ns in &self.netns {
+            let names = ns.link_names();
+            if names != ["lo"] {
+                leaks.push(format!("netns {}: links {names:?}", ns.name));
+            }
+        }
+        for d in &self.cache_dirs {
+            let files = files_under(d);
+            if !files.is_empty() {
+                leaks.push(format!("cache {}: {files:?}", d.display()));
+            }
+        }
+        for d in &self.lease_dirs {
+            let Ok(rd) = std::fs::read_dir(d) else { continue };
+            for net in rd.flatten().filter(|e| e.path().is_dir()) {
+                let held = leases(d, &net.file_name().to_string_lossy());
+                if !held.is_empty() {
+                    leaks.push(format!("host-local {}: leases {held:?}", net.path().display()));
+                }
+            }
+        }
+        for b in &self.bridges {
+            let ports = bridge_ports(b);
+            if !ports.is_empty() {
+                leaks.push(format!("bridge {b}: ports {ports:?}"));
+            }
+        }
+        for cid in &self.cids {
+            let lines = iptables_lines(cid);
+            if !lines.is_empty() {
+                leaks.push(format!("iptables rules of {cid}: {lines:?}"));
+            }
+        }
+        for chain in &self.chains {
+            let lines = iptables_lines(chain);
+            if !lines.is_empty() {
+                leaks.push(format!("iptables chain {chain}: {lines:?}"));
+            }
+        }
+        for r in &self.records {
+            for c in read_calls(r) {
+                if let Some(pid) = c["pid"].as_u64()
+                    && process_alive(pid)
+                    && std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|s| s.contains("fake_delegate"))
+                {
+                    leaks.push(format!("delegate process {pid} ({} {}) still runs", c["command"], c["name"]));
+                }
+            }
+        }
+        leaks
+    }
+
+    pub fn assert_clean(&self, what: &str) {
+        let leaks = self.leaks();
+        assert!(leaks.is_empty(), "{what}: left behind:\n  {}", leaks.join("\n  "));
+    }
 }
