@@ -303,6 +303,8 @@ struct Measured {
     /// Sequential waves of API requests in one ADD (requests of a wave are in flight
     /// together); meaningful when latency is injected.
     add_round_trips: f64,
+    /// The largest resident set of a multus process in this scenario (KiB).
+    peak_rss_kib: i64,
 }
 
 /// Count the sequential waves: with latency L per request, a request that had to wait
@@ -333,6 +335,7 @@ impl Measured {
 
 fn measure(env: &Env, s: Scenario, iterations: usize) -> Measured {
     let conf = env.prepare(&s);
+    let before = PEAK_MULTUS_RSS_KIB.swap(0, std::sync::atomic::Ordering::Relaxed);
     for _ in 0..2 {
         env.multus("ADD", &conf, 0);
         env.multus("DEL", &conf, 0);
@@ -366,6 +369,7 @@ fn measure(env: &Env, s: Scenario, iterations: usize) -> Measured {
         del_requests: del_req as f64 / iterations as f64,
         add_request_kinds: kinds,
         add_round_trips: waves as f64 / iterations as f64,
+        peak_rss_kib: PEAK_MULTUS_RSS_KIB.fetch_max(before, std::sync::atomic::Ordering::Relaxed),
     }
 }
 
@@ -448,7 +452,7 @@ fn main() {
     let (pods_per_s, conc_add_ms, conc_del_ms) = throughput(&env, opts.concurrent);
 
     println!(
-        "\n{:<5} {:>4} {:>5} {:>4} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>6} {:>5} {:>4}",
+        "\n{:<5} {:>4} {:>5} {:>4} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>6} {:>5} {:>4} {:>7}",
         "deleg",
         "nads",
         "annot",
@@ -461,12 +465,13 @@ fn main() {
         "overhd",
         "reqADD",
         "reqDEL",
-        "RTs"
+        "RTs",
+        "RSS MiB"
     );
     for m in &all {
         let s = m.scenario;
         println!(
-            "{:<5} {:>4} {:>5} {:>4} | {:>8.2} {:>8.2} {:>8.2} | {:>8.2} {:>8.2} {:>8.2} | {:>6.1} {:>5.1} {:>4.1}",
+            "{:<5} {:>4} {:>5} {:>4} | {:>8.2} {:>8.2} {:>8.2} | {:>8.2} {:>8.2} {:>8.2} | {:>6.1} {:>5.1} {:>4.1} {:>7.1}",
             format!("{:?}{}", s.delegates, if s.tmpfs_cache { "*" } else { "" }).to_lowercase(),
             s.nads,
             if s.runtime_annotations { "cri" } else { "get" },
@@ -479,7 +484,8 @@ fn main() {
             m.del_overhead(),
             m.add_requests,
             m.del_requests,
-            if s.latency_ms > 0 { m.add_round_trips } else { f64::NAN }
+            if s.latency_ms > 0 { m.add_round_trips } else { f64::NAN },
+            m.peak_rss_kib as f64 / 1024.0
         );
     }
 
@@ -553,7 +559,7 @@ fn main() {
             "direct_add_ms": {"p50": m.direct_add.0, "p95": m.direct_add.1},
             "direct_del_ms": {"p50": m.direct_del.0, "p95": m.direct_del.1},
             "add_overhead_ms": m.add_overhead(), "del_overhead_ms": m.del_overhead(),
-            "add_requests": m.add_requests, "del_requests": m.del_requests, "add_round_trips": m.add_round_trips,
+            "add_requests": m.add_requests, "del_requests": m.del_requests, "add_round_trips": m.add_round_trips, "peak_rss_kib": m.peak_rss_kib,
             "add_request_kinds": m.add_request_kinds,
         })).collect::<Vec<_>>(),
         "concurrent": {"pods": opts.concurrent, "add_ms": conc_add_ms, "del_ms": conc_del_ms, "pods_per_s": pods_per_s},
