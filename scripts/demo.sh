@@ -48,6 +48,7 @@ for _ in $(seq 100); do [ -s "$WORK/api" ] && break; sleep 0.05; done
 API=$(cat "$WORK/api")
 echo "API: $API"
 curl -s "$API/apis/k8s.cni.cncf.io/v1/network-attachment-definitions" | jq -r '.items[] | "NAD \(.metadata.namespace)/\(.metadata.name)"'
+curl -s -X DELETE "$API/_standin/requests" >/dev/null   # from here on, only the plugin's requests
 
 node_conf() { # $1 = node number
   cat <<JSON
