@@ -778,12 +778,14 @@ fn check_then_del_then_del_again_and_del_without_netns() {
 /// `secs` on ADD, then runs the real macvlan plugin with the same stdin.
 fn slow_macvlan_plugin(w: &World, name: &str, secs: u32) {
     use std::os::unix::fs::PermissionsExt;
+    // Written by a `cp` child: a file this multi-threaded test process held open for
+    // writing could be inherited by another test's fork, and exec would fail (ETXTBSY).
     let path = w.path("bin").join(name);
-    std::fs::write(
-        &path,
-        format!("#!/bin/sh\n[ \"$CNI_COMMAND\" = ADD ] && sleep {secs}\nexec /usr/lib/cni/macvlan\n"),
-    )
-    .unwrap();
+    let src = w.path("bin").join(format!(".{name}.src"));
+    std::fs::write(&src, format!("#!/bin/sh\n[ \"$CNI_COMMAND\" = ADD ] && sleep {secs}\nexec /usr/lib/cni/macvlan\n"))
+        .unwrap();
+    assert!(std::process::Command::new("cp").arg(&src).arg(&path).status().unwrap().success());
+    std::fs::remove_file(&src).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 

@@ -645,9 +645,17 @@ pub fn process_alive(pid: u64) -> bool {
 }
 
 /// An executable shell script `name` in `dir` (a scripted delegate).
+///
+/// The executable is written by a `cp` child, not by this (multi-threaded) test process:
+/// a file we held open for writing could be inherited by a child another test thread
+/// forks at that moment, and exec'ing the script would then fail with ETXTBSY.
 pub fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    let src = dir.join(format!(".{name}.src"));
+    std::fs::write(&src, format!("#!/bin/sh\n{body}\n")).unwrap();
+    let copied = std::process::Command::new("cp").arg(&src).arg(&p).status().unwrap();
+    assert!(copied.success(), "cp {} {}", src.display(), p.display());
+    std::fs::remove_file(&src).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     p
 }

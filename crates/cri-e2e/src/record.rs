@@ -142,16 +142,27 @@ mod tests {
         std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).unwrap();
         let recorder = dir.join("multus");
         install(&recorder, &real, &dir.join("calls")).unwrap();
-        let mut child = Command::new(&recorder)
-            .env("CNI_COMMAND", "ADD")
-            .env("CNI_CONTAINERID", "abc")
-            .env("CNI_NETNS", "")
-            .env("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=p")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        // Another test thread may fork while our freshly written script is still open for
+        // writing in that child (until it execs): exec then fails with ETXTBSY. Retry.
+        let mut tries = 0;
+        let mut child = loop {
+            let spawned = Command::new(&recorder)
+                .env("CNI_COMMAND", "ADD")
+                .env("CNI_CONTAINERID", "abc")
+                .env("CNI_NETNS", "")
+                .env("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=p")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn();
+            match spawned {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other.unwrap(),
+            }
+        };
         use std::io::Write;
         child.stdin.take().unwrap().write_all(br#"{"cniVersion":"1.0.0"}"#).unwrap();
         let out = child.wait_with_output().unwrap();
