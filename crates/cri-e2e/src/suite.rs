@@ -315,17 +315,5 @@ pub fn network_status(pod: &Value) -> Result<BTreeMap<String, Value>> {
     Ok(entries.into_iter().map(|e| (e["interface"].as_str().unwrap_or_default().to_owned(), e)).collect())
 }
 
-/// A pseudo-random UUID for pods (uniqueness only matters within one run).
-pub fn new_uid() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let random = || std::collections::hash_map::RandomState::new().build_hasher().finish();
-    let (a, b) = (random(), random());
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xfff,
-        0x8000 | ((b >> 48) & 0x3fff),
-        b & 0xffff_ffff_ffff
-    )
-}
+/// A pseudo-random UUID for pods: the stand-in's own generator.
+pub use kube_standin::new_uid;

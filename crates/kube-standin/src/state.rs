@@ -181,7 +181,7 @@ fn random_u64() -> u64 {
 }
 
 /// A version-4-shaped UUID.
-pub(crate) fn new_uid() -> String {
+pub fn new_uid() -> String {
     let (a, b) = (random_u64(), random_u64());
     format!(
         "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
