@@ -24,11 +24,11 @@ enum Cmd {
     /// Print version and commit.
     Version,
     /// Install Multus on this node and keep its files current (the DaemonSet's entrypoint).
-    Install(Box<multus::install::Options>),
+    Install(Box<multus::tools::install::Options>),
     /// Diagnose this node: config, plugins, API access and RBAC, cache, master links.
-    Doctor(multus::doctor::Options),
+    Doctor(multus::tools::doctor::Options),
     /// Check NetworkAttachmentDefinitions and selection annotations offline, as a webhook would.
-    Validate(multus::validate::Options),
+    Validate(multus::tools::validate::Options),
 }
 
 fn main() -> ExitCode {
@@ -44,13 +44,13 @@ fn main() -> ExitCode {
         _ if cli.version => print_version(),
         Some(Cmd::Version) => print_version(),
         Some(Cmd::Install(opts)) => {
-            if let Err(e) = multus::install::run(*opts) {
+            if let Err(e) = multus::tools::install::run(*opts) {
                 eprintln!("multus install: {e:#}");
                 return ExitCode::FAILURE;
             }
         }
-        Some(Cmd::Doctor(opts)) => return print_report(&multus::doctor::run(&opts), opts.json),
-        Some(Cmd::Validate(opts)) => match multus::validate::run(&opts, std::io::stdin().lock()) {
+        Some(Cmd::Doctor(opts)) => return print_report(&multus::tools::doctor::run(&opts), opts.json),
+        Some(Cmd::Validate(opts)) => match multus::tools::validate::run(&opts, std::io::stdin().lock()) {
             Ok(report) => return print_report(&report, opts.json),
             Err(e) => {
                 eprintln!("multus validate: {e}");
@@ -67,7 +67,7 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn print_report(report: &multus::doctor::Report, json: bool) -> ExitCode {
+fn print_report(report: &multus::tools::doctor::Report, json: bool) -> ExitCode {
     let text = if json { report.to_json() } else { report.to_text() };
     // A reader that stops early (`| head`) is no reason to panic; the exit code still tells.
     let _ = writeln!(std::io::stdout().lock(), "{text}");

@@ -2,7 +2,7 @@
 //! hold what the installer and the plugin expect of them.
 
 use clap::Parser;
-use multus::install::{self, Options};
+use multus::tools::install::{self, Options};
 use multus::k8s::selection::parse_networks;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;

@@ -9,7 +9,7 @@ use crate::cni::Version;
 use crate::cni::version::SUPPORTED_VERSIONS;
 use crate::config::{DEFAULT_MULTUS_NAMESPACE, valid_network_name};
 use crate::delegate::{NetworkConfig, validate_plugin_type};
-use crate::doctor::{Check, Report, Status};
+use crate::tools::doctor::{Check, Report, Status};
 use crate::k8s::nad::config_from_nad;
 use crate::k8s::selection::{self, DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, NetworkSelection};
 use kube::api::DynamicObject;
