@@ -56,9 +56,13 @@ fn str_arg(args: &Map<String, Value>, k: &str) -> String {
 }
 
 /// Write the scratch cache for `container_id`.
-pub fn save_delegates(cni_dir: &Path, container_id: &str, delegates: &[Delegate]) -> Result<()> {
+pub fn save_delegates<'a>(
+    cni_dir: &Path,
+    container_id: &str,
+    delegates: impl IntoIterator<Item = &'a Delegate>,
+) -> Result<()> {
     let records: Vec<Record> = delegates
-        .iter()
+        .into_iter()
         .map(|d| {
             let value = Value::Object(d.config.value().clone());
             Record {

@@ -5,7 +5,7 @@
 //! ADD/CHECK/DEL: Multus #1449/#1454). Per plugin we inject only `name`, `cniVersion`,
 //! `prevResult` and the `runtimeConfig` keys the plugin declares in `capabilities`.
 
-use crate::cni::{Command, Version};
+use crate::cni::{CniResult, Command, Version};
 use crate::error::{CniError, ErrorList, Result, code};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
@@ -166,6 +166,22 @@ pub struct Delegate {
     pub master: bool,
     /// The capability args this attachment got (replayed on DEL).
     pub capability_args: Map<String, Value>,
+}
+
+/// A delegate's ADD result, parsed once: `raw` is what the cache records and what is
+/// chained or converted for the caller, `parsed` what the status and routes read.
+#[derive(Debug, Clone)]
+pub struct DelegateResult {
+    pub raw: Value,
+    pub parsed: CniResult,
+}
+
+impl DelegateResult {
+    /// `fallback_version` is the delegate config's cniVersion, for results that omit theirs.
+    pub fn parse(raw: Value, fallback_version: &str) -> Result<DelegateResult> {
+        let parsed = CniResult::from_value(&raw, fallback_version)?;
+        Ok(DelegateResult { raw, parsed })
+    }
 }
 
 /// What the runtime gives one attachment: identity, netns, interface, args, capabilities.

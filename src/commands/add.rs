@@ -1,14 +1,15 @@
 //! ADD: resolve and validate every delegate, cache them, run them in order, roll back on
-//! failure, and return the master's result in the caller's cniVersion.
+//! failure, and return the primary result in the caller's cniVersion.
 
 use super::Node;
+use super::plan::{self, Attachment, Plan, PlanError};
 use crate::cache;
 use crate::cni::{CniResult, K8sArgs};
 use crate::config::MultusConf;
-use crate::delegate::{self, Delegate, PluginExec};
+use crate::delegate::{self, DelegateResult, PluginExec};
 use crate::error::{CniError, Result, code};
 use crate::k8s::client::Kube;
-use crate::k8s::pod::{self, Plan, PlanFor, PodInfo, PodLookup};
+use crate::k8s::pod::{self, PodInfo, PodLookup};
 use crate::k8s::status;
 use crate::netns::NetnsOps;
 use serde_json::Value;
@@ -32,7 +33,7 @@ pub async fn add<E: PluginExec, N: NetnsOps>(node: &Node<E, N>) -> Result<Value>
     // The client is built only here: no other verb needs the API.
     let kube = if k8s.has_pod() { Kube::connect(conf, conf.api_timeout()).await? } else { None };
     let pod = match &kube {
-        Some(kube) => match pod::lookup(node, kube, &k8s).await? {
+        Some(kube) => match pod::lookup(conf, kube, &k8s).await? {
             PodLookup::Found(p) => Some(p),
             // As Go Multus: the pod is already gone (a racing deletion); succeed
             // without running anything so the runtime can tear the sandbox down.
@@ -43,12 +44,12 @@ pub async fn add<E: PluginExec, N: NetnsOps>(node: &Node<E, N>) -> Result<Value>
         },
         None => None,
     };
-    let plan = pod::plan(node, kube.as_ref(), &k8s, pod.as_ref(), PlanFor::Add).await?;
-    let delegates = &plan.delegates;
-    validate_plan(node, &k8s, delegates).await?;
-    let mut results = run_delegates(node, &k8s, delegates).await?;
+    let plan = plan_with_events(node, kube.as_ref(), &k8s, pod.as_ref()).await?;
+    let attachments = &plan.attachments;
+    validate_plan(node, &k8s, attachments).await?;
+    let mut results = run_delegates(node, &k8s, attachments).await?;
     if let Err(e) = apply_default_routes(node, &k8s, &plan, &mut results).await {
-        rollback(node, &k8s, delegates, &results).await;
+        rollback(node, &k8s, attachments, &results).await;
         return Err(e);
     }
     if let Some(kube) = &kube {
@@ -58,10 +59,30 @@ pub async fn add<E: PluginExec, N: NetnsOps>(node: &Node<E, N>) -> Result<Value>
     if let (Some(kube), Some(pod)) = (&kube, &pod)
         && let Err(e) = publish(node, kube, pod, &plan, &results).await
     {
-        rollback(node, &k8s, delegates, &results).await;
+        rollback(node, &k8s, attachments, &results).await;
         return Err(e.context(k8s.tag()));
     }
-    master_result(conf, delegates, &results)
+    primary_result(conf, attachments, &results)
+}
+
+/// The plan; a network that cannot be had is recorded on the pod as a `NoNetworkFound`
+/// warning (as Go Multus) before the ADD fails.
+async fn plan_with_events<E: PluginExec, N>(
+    node: &Node<E, N>,
+    kube: Option<&Kube>,
+    k8s: &K8sArgs,
+    pod: Option<&PodInfo>,
+) -> Result<Plan> {
+    match plan::plan(node, kube, k8s, pod).await {
+        Ok(plan) => Ok(plan),
+        Err(PlanError::NetworkUnavailable { message, error }) => {
+            if let (Some(kube), Some(pod)) = (kube, pod) {
+                pod::send_events(kube, pod, vec![("Warning", "NoNetworkFound", message)]).await;
+            }
+            Err(error)
+        }
+        Err(PlanError::Invalid(error)) => Err(error),
+    }
 }
 
 /// Go Multus' answer for a pod the API does not know: one interface, `0.0.0.0/0`.
@@ -91,13 +112,13 @@ async fn apply_default_routes<E: PluginExec, N: NetnsOps>(
     node: &Node<E, N>,
     k8s: &K8sArgs,
     plan: &Plan,
-    results: &mut [Value],
+    results: &mut [DelegateResult],
 ) -> Result<()> {
     let netns = Path::new(&node.env.netns);
     let mut taken: Vec<(usize, IpAddr)> = Vec::new();
-    for (i, req) in plan.default_routes.iter().enumerate() {
-        for gw in req.iter().flatten() {
-            let d = &plan.delegates[i];
+    for (i, a) in plan.attachments.iter().enumerate() {
+        for gw in &a.default_route {
+            let d = &a.delegate;
             node.netns.set_default_route(netns, &d.ifname, *gw).await.map_err(|e| {
                 CniError::new(
                     code::NETNS,
@@ -110,9 +131,9 @@ async fn apply_default_routes<E: PluginExec, N: NetnsOps>(
     if taken.is_empty() {
         return Ok(());
     }
-    for (i, d) in plan.delegates.iter().enumerate() {
-        let Some(raw) = results.get_mut(i) else { continue };
-        let mut r = CniResult::from_value(raw, d.config.cni_version())?;
+    for (i, d) in plan.delegates().enumerate() {
+        let Some(added) = results.get_mut(i) else { continue };
+        let r = &mut added.parsed;
         for (owner, gw) in &taken {
             let v4 = gw.is_ipv4();
             r.routes.retain(|rt| {
@@ -127,9 +148,9 @@ async fn apply_default_routes<E: PluginExec, N: NetnsOps>(
                 });
             }
         }
-        *raw = r.to_value(if r.cni_version.is_empty() { d.config.cni_version() } else { &r.cni_version })?;
+        added.raw = r.to_value(if r.cni_version.is_empty() { d.config.cni_version() } else { &r.cni_version })?;
         let rt = node.runtime_conf(k8s, d);
-        cache::save_result(&node.cni_dir(), &node.result_record(d, &rt, raw))?;
+        cache::save_result(&node.cni_dir(), &node.result_record(d, &rt, &added.raw))?;
     }
     Ok(())
 }
@@ -144,19 +165,18 @@ async fn publish<E: PluginExec, N: NetnsOps>(
     kube: &Kube,
     pod: &PodInfo,
     plan: &Plan,
-    results: &[Value],
+    results: &[DelegateResult],
 ) -> Result<()> {
     let mut entries = Vec::new();
     let mut events = Vec::new();
-    for (i, d) in plan.delegates.iter().enumerate() {
-        let Some(raw) = results.get(i) else { continue };
-        let r = CniResult::from_value(raw, d.config.cni_version())?;
+    for (a, added) in plan.attachments.iter().zip(results) {
+        let (d, r) = (&a.delegate, &added.parsed);
         if !r.is_empty() {
-            events.push(("Normal", "AddedInterface", status::added_interface_message(&d.ifname, &r, &d.name)));
+            events.push(("Normal", "AddedInterface", status::added_interface_message(&d.ifname, r, &d.name)));
         }
-        let gws = plan.default_routes.get(i).cloned().flatten().unwrap_or_default();
         let confirmed = r.sandbox_interfaces().next().is_some();
-        entries.extend(status::entries(&d.name, &d.ifname, d.master, &r, &gws).into_iter().map(|e| (e, confirmed)));
+        let statuses = status::entries(&d.name, &d.ifname, d.master, r, &a.default_route);
+        entries.extend(statuses.into_iter().map(|e| (e, confirmed)));
     }
     // Fill what results lack (Calico reports no sandbox interface, some plugins no MAC)
     // from the netns: one netlink dump, only when something is missing.
@@ -194,10 +214,10 @@ async fn publish<E: PluginExec, N: NetnsOps>(
 pub async fn validate_plan<E: PluginExec, N: NetnsOps>(
     node: &Node<E, N>,
     k8s: &K8sArgs,
-    plan: &[Delegate],
+    plan: &[Attachment],
 ) -> Result<()> {
     let mut seen = HashSet::new();
-    for d in plan {
+    for d in plan.iter().map(|a| &a.delegate) {
         delegate::check_binaries(&node.exec, &d.config)
             .map_err(|e| e.context(format!("{} network {:?}", k8s.tag(), d.name)))?;
         if !seen.insert(d.ifname.as_str()) {
@@ -217,7 +237,7 @@ pub async fn validate_plan<E: PluginExec, N: NetnsOps>(
         .links(Path::new(&node.env.netns))
         .await
         .map_err(|e| CniError::new(code::NETNS, format!("{} {e}", k8s.tag())))?;
-    if let Some(d) = plan.iter().find(|d| existing.iter().any(|l| l.name == d.ifname)) {
+    if let Some(d) = plan.iter().map(|a| &a.delegate).find(|d| existing.iter().any(|l| l.name == d.ifname)) {
         return Err(CniError::new(
             code::NETNS,
             format!(
@@ -235,33 +255,32 @@ pub async fn validate_plan<E: PluginExec, N: NetnsOps>(
 pub async fn run_delegates<E: PluginExec, N>(
     node: &Node<E, N>,
     k8s: &K8sArgs,
-    plan: &[Delegate],
-) -> Result<Vec<Value>> {
+    plan: &[Attachment],
+) -> Result<Vec<DelegateResult>> {
     let cni_dir = node.cni_dir();
-    cache::save_delegates(&cni_dir, &node.env.container_id, plan)
+    cache::save_delegates(&cni_dir, &node.env.container_id, plan.iter().map(|a| &a.delegate))
         .map_err(|e| e.context(format!("{} error saving the delegates", k8s.tag())))?;
-    let mut results: Vec<Value> = Vec::with_capacity(plan.len());
+    let mut results: Vec<DelegateResult> = Vec::with_capacity(plan.len());
     // Each result is written (temp + fsync + rename) on a blocking thread while the next
     // delegate runs: the fsyncs cost journal commits on the node's disk and would
     // otherwise add up per attachment on the ADD's critical path.
     let mut writes = Vec::with_capacity(plan.len());
     let mut failure = None;
-    for (i, d) in plan.iter().enumerate() {
+    for (i, d) in plan.iter().map(|a| &a.delegate).enumerate() {
         let rt = node.runtime_conf(k8s, d);
         let started = Instant::now();
         // A result we cannot read would break the status, the printed result and the
         // chained prevResult later: treat it as this delegate's failure now.
-        let outcome = delegate::add_network(&node.exec, &d.config, &rt).await.and_then(|result| {
-            CniResult::from_value(&result, d.config.cni_version())
+        let outcome = delegate::add_network(&node.exec, &d.config, &rt).await.and_then(|raw| {
+            DelegateResult::parse(raw, d.config.cni_version())
                 .map_err(|e| e.context(format!("plugin returned an unusable result for {}", d.ifname)))
-                .map(|_| result)
         });
         match outcome {
-            Ok(result) => {
+            Ok(added) => {
                 tracing::info!("{} added {} ({}) in {:?}", k8s.tag(), d.ifname, d.name, started.elapsed());
-                let (dir, record) = (cni_dir.clone(), node.result_record(d, &rt, &result));
+                let (dir, record) = (cni_dir.clone(), node.result_record(d, &rt, &added.raw));
                 writes.push(tokio::task::spawn_blocking(move || cache::save_result(&dir, &record)));
-                results.push(result);
+                results.push(added);
             }
             Err(e) => {
                 let tag = format!("[{}/{}/{}:{}]", k8s.namespace, k8s.name, k8s.uid, d.config.name());
@@ -286,11 +305,17 @@ pub async fn run_delegates<E: PluginExec, N>(
 }
 
 /// DEL `done` in reverse; errors are logged, not returned (the ADD error is what matters).
-pub async fn rollback<E: PluginExec, N>(node: &Node<E, N>, k8s: &K8sArgs, done: &[Delegate], results: &[Value]) {
+pub async fn rollback<E: PluginExec, N>(
+    node: &Node<E, N>,
+    k8s: &K8sArgs,
+    done: &[Attachment],
+    results: &[DelegateResult],
+) {
     let cni_dir = node.cni_dir();
-    for (j, d) in done.iter().enumerate().rev() {
+    for (j, d) in done.iter().map(|a| &a.delegate).enumerate().rev() {
         let rt = node.runtime_conf(k8s, d);
-        if let Err(e) = delegate::del_network(&node.exec, &d.config, &rt, results.get(j)).await {
+        let prev = results.get(j).map(|r| &r.raw);
+        if let Err(e) = delegate::del_network(&node.exec, &d.config, &rt, prev).await {
             tracing::error!("{} rollback of {} ({}) failed: {}", k8s.tag(), d.ifname, d.name, e.msg);
         }
         cache::remove_result(&cni_dir, d.config.name(), &node.env.container_id, &d.ifname);
@@ -300,12 +325,12 @@ pub async fn rollback<E: PluginExec, N>(node: &Node<E, N>, k8s: &K8sArgs, done: 
     }
 }
 
-/// The master's result, converted to the caller's cniVersion (the spec wants the
-/// output in the input's version; Go Multus prints the master's own).
-pub fn master_result(conf: &MultusConf, plan: &[Delegate], results: &[Value]) -> Result<Value> {
-    let i = plan.iter().position(|d| d.master).unwrap_or(0);
-    let raw = results.get(i).ok_or_else(|| CniError::invalid_config("no delegate produced a result"))?;
-    CniResult::convert(raw, plan[i].config.cni_version(), &conf.cni_version)
+/// The primary result, converted to the caller's cniVersion (the spec wants the
+/// output in the input's version; Go Multus prints the primary's own).
+pub fn primary_result(conf: &MultusConf, plan: &[Attachment], results: &[DelegateResult]) -> Result<Value> {
+    let i = plan.iter().position(|a| a.delegate.master).unwrap_or(0);
+    let added = results.get(i).ok_or_else(|| CniError::invalid_config("no delegate produced a result"))?;
+    added.parsed.to_value(&conf.cni_version)
 }
 
 /// Wait for `readinessindicatorfile` (the default network's "I am ready" file): polled

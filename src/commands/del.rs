@@ -12,7 +12,7 @@ use crate::cni::K8sArgs;
 use crate::delegate::{self, Delegate, PluginExec};
 use crate::error::{ErrorList, Result};
 use crate::k8s::client::Kube;
-use crate::k8s::pod::{self, PlanFor, PodLookup};
+use crate::k8s::pod::{self, PodLookup};
 use std::time::Duration;
 
 pub async fn del<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
@@ -95,6 +95,8 @@ pub async fn fallback_delegates<E: PluginExec, N>(node: &Node<E, N>, k8s: &K8sAr
 async fn from_api<E: PluginExec, N>(node: &Node<E, N>, k8s: &K8sArgs) -> Result<Option<Vec<Delegate>>> {
     let budget = node.conf.api_timeout().min(DEL_API_BUDGET);
     let Some(kube) = Kube::connect(&node.conf, budget).await? else { return Ok(None) };
-    let PodLookup::Found(pod) = pod::lookup(node, &kube, k8s).await? else { return Ok(None) };
-    Ok(Some(pod::plan(node, Some(&kube), k8s, Some(&pod), PlanFor::Del).await?.delegates))
+    let PodLookup::Found(pod) = pod::lookup(&node.conf, &kube, k8s).await? else { return Ok(None) };
+    // No events on DEL (as Go Multus): the pod is going away.
+    let plan = super::plan::plan(node, Some(&kube), k8s, Some(&pod)).await?;
+    Ok(Some(plan.attachments.into_iter().map(|a| a.delegate).collect()))
 }

@@ -7,6 +7,7 @@ pub mod add;
 pub mod check;
 pub mod del;
 pub mod gc;
+pub mod plan;
 pub mod status;
 pub mod version;
 

@@ -1,0 +1,304 @@
+//! Planning an ADD (and a cache-less DEL): which delegates a pod gets, in which order,
+//! with which interface names and requests (Go Multus' GetDefaultNetworks and
+//! TryLoadPodDelegates), in three steps:
+//!
+//! 1. [`slots`] (pure): config + pod + annotations → one slot per attachment, each
+//!    either a ready config or a NAD to fetch;
+//! 2. [`fetch_networks`] (I/O): every NAD the slots name, concurrently, each once;
+//! 3. [`build`] (pure): the slots and what was fetched → a [`Plan`] of attachments.
+//!
+//! Events are the verb's business: a NAD that cannot be had comes back as
+//! [`PlanError::NetworkUnavailable`] and ADD records it on the pod.
+
+use super::Node;
+use crate::cni::K8sArgs;
+use crate::config::MultusConf;
+use crate::delegate::{Delegate, NetworkConfig, PluginExec};
+use crate::error::{CniError, Result, code};
+use crate::k8s::client::Kube;
+use crate::k8s::nad;
+use crate::k8s::pod::PodInfo;
+use crate::k8s::selection::{self, DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, NetworkSelection};
+use serde_json::{Map, Value};
+use std::net::IpAddr;
+use std::path::Path;
+
+/// One attachment of the pod: the delegate, and the gateways it must own as the pod's
+/// default route (the selection's `default-route`; empty for none).
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub delegate: Delegate,
+    pub default_route: Vec<IpAddr>,
+}
+
+/// The attachments of a pod, in ADD order; the primary one first.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub attachments: Vec<Attachment>,
+}
+
+impl Plan {
+    pub fn delegates(&self) -> impl Iterator<Item = &Delegate> {
+        self.attachments.iter().map(|a| &a.delegate)
+    }
+}
+
+/// Where a slot's network config comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    Ready(NetworkConfig),
+    /// A NAD; `or_file` also accepts a config of that name in confDir (clusterNetwork,
+    /// defaultNetworks given as names).
+    Nad { namespace: String, name: String, or_file: bool },
+}
+
+/// One attachment before its network is known.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub source: Source,
+    pub selection: Option<NetworkSelection>,
+    pub primary: bool,
+}
+
+/// Why no plan: ADD records a `NoNetworkFound` event for the first, not for the second.
+#[derive(Debug)]
+pub enum PlanError {
+    /// A NAD could not be had. `message` is the event's text, `error` the verb's.
+    NetworkUnavailable { message: String, error: CniError },
+    Invalid(CniError),
+}
+
+impl From<CniError> for PlanError {
+    fn from(e: CniError) -> Self {
+        PlanError::Invalid(e)
+    }
+}
+
+impl From<PlanError> for CniError {
+    fn from(e: PlanError) -> Self {
+        match e {
+            PlanError::NetworkUnavailable { error, .. } | PlanError::Invalid(error) => error,
+        }
+    }
+}
+
+/// The three steps in order: the pod's plan. `use_api` is false in static mode.
+pub async fn plan<E: PluginExec, N>(
+    node: &Node<E, N>,
+    kube: Option<&Kube>,
+    k8s: &K8sArgs,
+    pod: Option<&PodInfo>,
+) -> std::result::Result<Plan, PlanError> {
+    let slots = slots(node, kube.is_some(), k8s, pod)?;
+    let fetched = fetch_networks(kube, &node.conf, &slots).await;
+    build(node, k8s, slots, fetched)
+}
+
+/// Step 1: the slots from the config (clusterNetwork + defaultNetworks, or the static
+/// delegates), the default-network override and the networks annotation.
+pub fn slots<E: PluginExec, N>(
+    node: &Node<E, N>,
+    use_api: bool,
+    k8s: &K8sArgs,
+    pod: Option<&PodInfo>,
+) -> Result<Vec<Slot>> {
+    let conf = &node.conf;
+    let mut slots = config_slots(node, use_api, pod)?;
+    let (Some(pod), true) = (pod, use_api) else { return Ok(slots) };
+    let isolate = |sel: &NetworkSelection| -> Result<()> {
+        if conf.namespace_isolation {
+            selection::check_namespace_isolation(sel, &pod.namespace, &conf.global_namespaces())
+                .map_err(|e| CniError::invalid_config(format!("{} {e}", k8s.tag())))?;
+        }
+        Ok(())
+    };
+    let mut selections: Vec<NetworkSelection> = Vec::new();
+    if let Some(v) = pod.annotations.get(DEFAULT_NETWORK_ANNOTATION) {
+        let sel = selection::parse_default_network(v, &conf.multus_namespace)
+            .map_err(|e| CniError::invalid_config(format!("{} {DEFAULT_NETWORK_ANNOTATION}: {e}", k8s.tag())))?;
+        isolate(&sel)?; // Go Multus does not isolate this annotation
+        let primary = selected_slot(&sel, true);
+        if slots.is_empty() {
+            slots.push(primary);
+        } else {
+            slots[0] = primary;
+        }
+        selections.push(sel);
+    }
+    if let Some(v) = pod.annotations.get(NETWORKS_ANNOTATION) {
+        let sels = selection::parse_networks(v, &pod.namespace)
+            .map_err(|e| CniError::invalid_config(format!("{} {NETWORKS_ANNOTATION}: {e}", k8s.tag())))?;
+        for sel in sels {
+            isolate(&sel)?;
+            slots.push(selected_slot(&sel, false));
+            selections.push(sel);
+        }
+    }
+    selection::check_default_routes(&selections).map_err(|e| CniError::invalid_config(format!("{} {e}", k8s.tag())))?;
+    Ok(slots)
+}
+
+/// The config's own networks: clusterNetwork and (outside systemNamespaces)
+/// defaultNetworks, else the static `delegates`.
+fn config_slots<E: PluginExec, N>(node: &Node<E, N>, use_api: bool, pod: Option<&PodInfo>) -> Result<Vec<Slot>> {
+    let conf = &node.conf;
+    let mut slots = Vec::new();
+    if conf.cluster_network.is_empty() {
+        for (i, d) in node.static_delegates()?.into_iter().enumerate() {
+            slots.push(Slot { source: Source::Ready(d.config), selection: None, primary: i == 0 });
+        }
+        return Ok(slots);
+    }
+    slots.push(slot_for_name(conf, &conf.cluster_network, use_api, true)?);
+    let system = pod.is_none_or(|p| conf.system_namespaces.contains(&p.namespace));
+    if !system {
+        for n in &conf.default_networks {
+            slots.push(slot_for_name(conf, n, use_api, false)?);
+        }
+    }
+    Ok(slots)
+}
+
+fn slot_for_name(conf: &MultusConf, value: &str, use_api: bool, primary: bool) -> Result<Slot> {
+    let source = if value.contains('/') {
+        Source::Ready(nad::load_path(Path::new(value))?)
+    } else if use_api {
+        Source::Nad { namespace: conf.multus_namespace.clone(), name: value.to_string(), or_file: true }
+    } else {
+        Source::Ready(nad::find_in_conf_dir(Path::new(&conf.conf_dir), value)?)
+    };
+    Ok(Slot { source, selection: None, primary })
+}
+
+fn selected_slot(sel: &NetworkSelection, primary: bool) -> Slot {
+    let source = Source::Nad { namespace: sel.namespace.clone(), name: sel.name.clone(), or_file: false };
+    Slot { source, selection: Some(sel.clone()), primary }
+}
+
+/// A fetched network: its config and its status/event name.
+pub type Fetched = Result<(NetworkConfig, String)>;
+
+/// Step 2: every NAD at once — one round trip for the whole list, not one per network,
+/// and one GET per NAD however often it is listed (`a,a` gives two attachments). One
+/// entry per slot: `None` for a ready slot, and for every NAD slot without an API.
+pub async fn fetch_networks(kube: Option<&Kube>, conf: &MultusConf, slots: &[Slot]) -> Vec<Option<Fetched>> {
+    let mut unique: Vec<(&str, &str, bool)> = Vec::new();
+    for slot in slots {
+        if let Source::Nad { namespace, name, or_file } = &slot.source {
+            let key = (namespace.as_str(), name.as_str(), *or_file);
+            if !unique.contains(&key) {
+                unique.push(key);
+            }
+        }
+    }
+    let fetches = unique.iter().map(|&(namespace, name, or_file)| async move {
+        let kube = kube?;
+        Some(fetch_network(kube, conf, namespace, name, or_file).await)
+    });
+    let unique_fetched = futures::future::join_all(fetches).await;
+    slots
+        .iter()
+        .map(|slot| match &slot.source {
+            Source::Nad { namespace, name, or_file } => unique
+                .iter()
+                .position(|&key| key == (namespace.as_str(), name.as_str(), *or_file))
+                .and_then(|i| unique_fetched[i].clone()),
+            Source::Ready(_) => None,
+        })
+        .collect()
+}
+
+async fn fetch_network(kube: &Kube, conf: &MultusConf, namespace: &str, name: &str, or_file: bool) -> Fetched {
+    match kube.get_nad(namespace, name).await {
+        Ok(Some(obj)) => nad::config_from_nad(&obj, &conf.conf_dir, &conf.cni_version)
+            .map(|c| (c, format!("{namespace}/{name}"))),
+        Ok(None) if or_file => nad::find_in_conf_dir(Path::new(&conf.conf_dir), name).map(|c| {
+            let n = c.name().to_string();
+            (c, n)
+        }),
+        Ok(None) => Err(CniError::new(
+            code::KUBERNETES,
+            format!("cannot find a network-attachment-definition ({name}) in namespace ({namespace}): network-attachment-definitions.k8s.cni.cncf.io {name:?} not found"),
+        )),
+        Err(e) => Err(e.context(format!("cannot find a network-attachment-definition ({name}) in namespace ({namespace})"))),
+    }
+}
+
+/// Step 3: each slot with its network becomes an attachment: interface name, the
+/// capability values it requests (declared by its plugins), its default route.
+pub fn build<E: PluginExec, N>(
+    node: &Node<E, N>,
+    k8s: &K8sArgs,
+    slots: Vec<Slot>,
+    fetched: Vec<Option<Fetched>>,
+) -> std::result::Result<Plan, PlanError> {
+    let runtime = node.runtime_capabilities();
+    let mut plan = Plan::default();
+    for (i, (slot, fetched)) in slots.into_iter().zip(fetched).enumerate() {
+        let (config, name) = match (slot.source, fetched) {
+            (Source::Ready(c), _) => {
+                let n = c.name().to_string();
+                (c, n)
+            }
+            (_, Some(Ok(found))) => found,
+            (Source::Nad { .. }, Some(Err(e))) => {
+                return Err(PlanError::NetworkUnavailable { message: e.msg.clone(), error: e.context(k8s.tag()) });
+            }
+            (Source::Nad { namespace, name, .. }, None) => {
+                return Err(PlanError::Invalid(CniError::new(
+                    code::KUBERNETES,
+                    format!(
+                        "{} network {namespace}/{name} needs the Kubernetes API, which is not configured",
+                        k8s.tag()
+                    ),
+                )));
+            }
+        };
+        let sel = slot.selection.unwrap_or_default();
+        let config = match &sel.cni_args {
+            Some(args) => nad::inject_cni_args(config, args)?,
+            None => config,
+        };
+        let ifname = match &sel.interface {
+            Some(i) if !i.is_empty() => i.clone(),
+            _ if slot.primary => node.env.ifname.clone(),
+            _ => format!("net{i}"),
+        };
+        let capability_args =
+            if slot.primary { runtime.clone() } else { attachment_capabilities(&sel, &config, &name)? };
+        let delegate = Delegate { config, name, ifname, master: slot.primary, capability_args };
+        plan.attachments.push(Attachment { delegate, default_route: sel.default_route.unwrap_or_default() });
+    }
+    Ok(plan)
+}
+
+/// The attachment's own runtime values; each must be declared by a plugin of its
+/// network (multi-net spec; Go Multus silently drops undeclared ones).
+fn attachment_capabilities(sel: &NetworkSelection, config: &NetworkConfig, name: &str) -> Result<Map<String, Value>> {
+    let mut caps = Map::new();
+    if !sel.ips.is_empty() {
+        caps.insert("ips".into(), sel.ips.clone().into());
+    }
+    if let Some(mac) = &sel.mac {
+        caps.insert("mac".into(), mac.clone().into());
+    }
+    if let Some(pm) = &sel.port_mappings {
+        caps.insert("portMappings".into(), pm.clone());
+    }
+    if let Some(bw) = &sel.bandwidth {
+        caps.insert("bandwidth".into(), bw.clone());
+    }
+    if let Some(guid) = &sel.infiniband_guid {
+        caps.insert("infinibandGUID".into(), guid.clone().into());
+    }
+    if let Some(dev) = &sel.device_id {
+        caps.insert("deviceID".into(), dev.clone().into());
+    }
+    let declared = config.capabilities();
+    if let Some(missing) = caps.keys().find(|k| !declared.contains(*k)) {
+        return Err(CniError::invalid_config(format!(
+            "network {name}: the pod requests {missing:?} but no plugin of the network declares the capability {missing:?}"
+        )));
+    }
+    Ok(caps)
+}
