@@ -17,4 +17,6 @@ pub mod fsutil;
 pub mod k8s;
 pub mod logging;
 pub mod netns;
+#[cfg(test)]
+pub mod testing;
 pub mod tools;

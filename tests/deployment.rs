@@ -2,8 +2,8 @@
 //! hold what the installer and the plugin expect of them.
 
 use clap::Parser;
-use multus::tools::install::{self, Options};
 use multus::k8s::selection::parse_networks;
+use multus::tools::install::{self, Options};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

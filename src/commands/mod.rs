@@ -9,6 +9,8 @@ pub mod del;
 pub mod gc;
 pub mod plan;
 pub mod status;
+#[cfg(test)]
+mod verb_tests;
 pub mod version;
 
 use crate::cache;

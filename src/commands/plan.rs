@@ -49,7 +49,11 @@ pub enum Source {
     Ready(NetworkConfig),
     /// A NAD; `or_file` also accepts a config of that name in confDir (clusterNetwork,
     /// defaultNetworks given as names).
-    Nad { namespace: String, name: String, or_file: bool },
+    Nad {
+        namespace: String,
+        name: String,
+        or_file: bool,
+    },
 }
 
 /// One attachment before its network is known.
@@ -64,7 +68,10 @@ pub struct Slot {
 #[derive(Debug)]
 pub enum PlanError {
     /// A NAD could not be had. `message` is the event's text, `error` the verb's.
-    NetworkUnavailable { message: String, error: CniError },
+    NetworkUnavailable {
+        message: String,
+        error: CniError,
+    },
     Invalid(CniError),
 }
 
@@ -210,17 +217,22 @@ pub async fn fetch_networks(kube: Option<&Kube>, conf: &MultusConf, slots: &[Slo
 
 async fn fetch_network(kube: &Kube, conf: &MultusConf, namespace: &str, name: &str, or_file: bool) -> Fetched {
     match kube.get_nad(namespace, name).await {
-        Ok(Some(obj)) => nad::config_from_nad(&obj, &conf.conf_dir, &conf.cni_version)
-            .map(|c| (c, format!("{namespace}/{name}"))),
+        Ok(Some(obj)) => {
+            nad::config_from_nad(&obj, &conf.conf_dir, &conf.cni_version).map(|c| (c, format!("{namespace}/{name}")))
+        }
         Ok(None) if or_file => nad::find_in_conf_dir(Path::new(&conf.conf_dir), name).map(|c| {
             let n = c.name().to_string();
             (c, n)
         }),
         Ok(None) => Err(CniError::new(
             code::KUBERNETES,
-            format!("cannot find a network-attachment-definition ({name}) in namespace ({namespace}): network-attachment-definitions.k8s.cni.cncf.io {name:?} not found"),
+            format!(
+                "cannot find a network-attachment-definition ({name}) in namespace ({namespace}): network-attachment-definitions.k8s.cni.cncf.io {name:?} not found"
+            ),
         )),
-        Err(e) => Err(e.context(format!("cannot find a network-attachment-definition ({name}) in namespace ({namespace})"))),
+        Err(e) => {
+            Err(e.context(format!("cannot find a network-attachment-definition ({name}) in namespace ({namespace})")))
+        }
     }
 }
 

@@ -53,9 +53,8 @@ pub enum PodLookup {
 /// The pod's annotations as the runtime passed them, when our config declares the
 /// capability and the runtime filled it (a `null` value means "no annotations").
 pub fn runtime_annotations(conf: &MultusConf) -> Option<BTreeMap<String, String>> {
-    let declared =
-        conf.capabilities.as_ref().and_then(|c| c.get(POD_ANNOTATIONS_CAPABILITY)).and_then(Value::as_bool)
-            == Some(true);
+    let declared = conf.capabilities.as_ref().and_then(|c| c.get(POD_ANNOTATIONS_CAPABILITY)).and_then(Value::as_bool)
+        == Some(true);
     let rc = conf.runtime_config.as_ref()?;
     if !declared {
         return None;
