@@ -80,7 +80,7 @@ pub fn save_delegates<'a>(
                     .unwrap_or_default(),
                 device_id: str_arg(&d.capability_args, "deviceID"),
                 bytes: B64.encode(&d.config.bytes),
-                master: Some(d.master),
+                master: Some(d.primary),
                 capability_args: Some(d.capability_args.clone()),
             }
         })
@@ -114,9 +114,9 @@ pub fn load_delegates(cni_dir: &Path, container_id: &str, runtime_ifname: &str) 
         .map(|(i, r)| {
             let bytes = B64.decode(r.bytes.as_bytes()).map_err(|e| corrupt(format!("record {i}: {e}")))?;
             let config = NetworkConfig::parse(bytes).map_err(|e| corrupt(format!("record {i}: {}", e.msg)))?;
-            let master = r.master.unwrap_or(i == 0);
+            let primary = r.master.unwrap_or(i == 0);
             // Go Multus' naming rule when the record has no interface (§1.6).
-            let ifname = match (r.ifname_request.is_empty(), master) {
+            let ifname = match (r.ifname_request.is_empty(), primary) {
                 (false, _) => r.ifname_request,
                 (true, true) => runtime_ifname.to_string(),
                 (true, false) => format!("net{i}"),
@@ -138,7 +138,7 @@ pub fn load_delegates(cni_dir: &Path, container_id: &str, runtime_ifname: &str) 
                 m
             });
             let name = if r.name.is_empty() { config.name().to_string() } else { r.name };
-            Ok(Delegate { config, name, ifname, master, capability_args })
+            Ok(Delegate { config, name, ifname, primary, capability_args })
         })
         .collect::<Result<Vec<_>>>()
         .map(Some)
@@ -251,14 +251,14 @@ pub fn delegates_from_results(cni_dir: &Path, container_id: &str, master_ifname:
             let config = NetworkConfig::parse(B64.decode(r.config.as_bytes()).ok()?).ok()?;
             Some(Delegate {
                 name: r.network_name.clone(),
-                master: r.if_name == master_ifname,
+                primary: r.if_name == master_ifname,
                 ifname: r.if_name,
                 capability_args: r.capability_args,
                 config,
             })
         })
         .collect();
-    found.sort_by(|a, b| b.master.cmp(&a.master).then_with(|| a.ifname.cmp(&b.ifname)));
+    found.sort_by(|a, b| b.primary.cmp(&a.primary).then_with(|| a.ifname.cmp(&b.ifname)));
     found
 }
 
@@ -268,12 +268,12 @@ mod tests {
     use serde_json::json;
     use std::os::unix::fs::PermissionsExt;
 
-    fn delegate(v: Value, name: &str, ifname: &str, master: bool) -> Delegate {
+    fn delegate(v: Value, name: &str, ifname: &str, primary: bool) -> Delegate {
         Delegate {
             config: NetworkConfig::from_value(&v).unwrap(),
             name: name.into(),
             ifname: ifname.into(),
-            master,
+            primary,
             capability_args: json!({"mac":"02:00:00:00:00:09","ips":["10.1.1.101/24"]}).as_object().unwrap().clone(),
         }
     }
@@ -316,8 +316,8 @@ mod tests {
         ]);
         std::fs::write(dir.path().join("cid"), serde_json::to_vec(&go).unwrap()).unwrap();
         let back = load_delegates(dir.path(), "cid", "eth0").unwrap().unwrap();
-        assert_eq!((back[0].ifname.as_str(), back[0].master, back[0].name.as_str()), ("eth0", true, "weave1"));
-        assert_eq!((back[1].ifname.as_str(), back[1].master), ("net1", false));
+        assert_eq!((back[0].ifname.as_str(), back[0].primary, back[0].name.as_str()), ("eth0", true, "weave1"));
+        assert_eq!((back[1].ifname.as_str(), back[1].primary), ("net1", false));
         assert_eq!(back[1].capability_args["mac"], "c2:11:22:33:44:66");
     }
 

@@ -163,7 +163,9 @@ pub struct Delegate {
     /// Status/event name: `<ns>/<nad>` or the CNI name.
     pub name: String,
     pub ifname: String,
-    pub master: bool,
+    /// The primary attachment (the pod's `eth0`): it gets the runtime's capabilities
+    /// and its result is the one printed.
+    pub primary: bool,
     /// The capability args this attachment got (replayed on DEL).
     pub capability_args: Map<String, Value>,
 }

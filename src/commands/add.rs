@@ -1,7 +1,7 @@
 //! ADD: resolve and validate every delegate, cache them, run them in order, roll back on
 //! failure, and return the primary result in the caller's cniVersion.
 
-use super::Node;
+use super::Invocation;
 use super::plan::{self, Attachment, Plan, PlanError};
 use crate::cache;
 use crate::cni::{CniResult, K8sArgs};
@@ -18,15 +18,15 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub async fn add<E: PluginExec, N: NetnsOps>(node: &Node<E, N>) -> Result<Value> {
-    let conf = &node.conf;
+pub async fn add<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>) -> Result<Value> {
+    let conf = &inv.conf;
     conf.require_networks()?;
-    let k8s = node.k8s_args()?;
+    let k8s = inv.k8s_args()?;
     wait_for_readiness(conf, &k8s).await?;
     // A node whose own plugins are missing should say so before anything else.
     if conf.cluster_network.is_empty() {
-        for d in node.static_delegates()? {
-            delegate::check_binaries(&node.exec, &d.config)
+        for d in inv.static_delegates()? {
+            delegate::check_binaries(&inv.exec, &d.config)
                 .map_err(|e| e.context(format!("{} network {:?}", k8s.tag(), d.name)))?;
         }
     }
@@ -39,17 +39,17 @@ pub async fn add<E: PluginExec, N: NetnsOps>(node: &Node<E, N>) -> Result<Value>
             // without running anything so the runtime can tear the sandbox down.
             PodLookup::NotFound => {
                 tracing::warn!("{} pod not found in the API; returning an empty result", k8s.tag());
-                return pod_not_found_result(node);
+                return pod_not_found_result(inv);
             }
         },
         None => None,
     };
-    let plan = plan_with_events(node, kube.as_ref(), &k8s, pod.as_ref()).await?;
+    let plan = plan_with_events(inv, kube.as_ref(), &k8s, pod.as_ref()).await?;
     let attachments = &plan.attachments;
-    validate_plan(node, &k8s, attachments).await?;
-    let mut results = run_delegates(node, &k8s, attachments).await?;
-    if let Err(e) = apply_default_routes(node, &k8s, &plan, &mut results).await {
-        rollback(node, &k8s, attachments, &results).await;
+    validate_plan(inv, &k8s, attachments).await?;
+    let mut results = run_delegates(inv, &k8s, attachments).await?;
+    if let Err(e) = apply_default_routes(inv, &k8s, &plan, &mut results).await {
+        rollback(inv, &k8s, attachments, &results).await;
         return Err(e);
     }
     if let Some(kube) = &kube {
@@ -57,9 +57,9 @@ pub async fn add<E: PluginExec, N: NetnsOps>(node: &Node<E, N>) -> Result<Value>
         kube.start_phase();
     }
     if let (Some(kube), Some(pod)) = (&kube, &pod)
-        && let Err(e) = publish(node, kube, pod, &plan, &results).await
+        && let Err(e) = publish(inv, kube, pod, &plan, &results).await
     {
-        rollback(node, &k8s, attachments, &results).await;
+        rollback(inv, &k8s, attachments, &results).await;
         return Err(e.context(k8s.tag()));
     }
     primary_result(conf, attachments, &results)
@@ -68,12 +68,12 @@ pub async fn add<E: PluginExec, N: NetnsOps>(node: &Node<E, N>) -> Result<Value>
 /// The plan; a network that cannot be had is recorded on the pod as a `NoNetworkFound`
 /// warning (as Go Multus) before the ADD fails.
 async fn plan_with_events<E: PluginExec, N>(
-    node: &Node<E, N>,
+    inv: &Invocation<E, N>,
     kube: Option<&Kube>,
     k8s: &K8sArgs,
     pod: Option<&PodInfo>,
 ) -> Result<Plan> {
-    match plan::plan(node, kube, k8s, pod).await {
+    match plan::plan(inv, kube, k8s, pod).await {
         Ok(plan) => Ok(plan),
         Err(PlanError::NetworkUnavailable { message, error }) => {
             if let (Some(kube), Some(pod)) = (kube, pod) {
@@ -86,12 +86,12 @@ async fn plan_with_events<E: PluginExec, N>(
 }
 
 /// Go Multus' answer for a pod the API does not know: one interface, `0.0.0.0/0`.
-fn pod_not_found_result<E, N>(node: &Node<E, N>) -> Result<Value> {
+fn pod_not_found_result<E, N>(inv: &Invocation<E, N>) -> Result<Value> {
     let result = CniResult {
-        cni_version: node.conf.cni_version.clone(),
+        cni_version: inv.conf.cni_version.clone(),
         interfaces: vec![crate::cni::result::Interface {
-            name: node.env.ifname.clone(),
-            sandbox: Some(node.env.netns.clone()),
+            name: inv.env.ifname.clone(),
+            sandbox: Some(inv.env.netns.clone()),
             ..Default::default()
         }],
         ips: vec![crate::cni::result::IpConfig {
@@ -101,7 +101,7 @@ fn pod_not_found_result<E, N>(node: &Node<E, N>) -> Result<Value> {
         }],
         ..Default::default()
     };
-    result.to_value(&node.conf.cni_version)
+    result.to_value(&inv.conf.cni_version)
 }
 
 /// `default-route` requests: per family, the requested gateway becomes the only
@@ -109,17 +109,17 @@ fn pod_not_found_result<E, N>(node: &Node<E, N>) -> Result<Value> {
 /// netlink >= 1.3, nothing at all: #1011, #1444, PR #1552). The cached results (and
 /// so the status and the result we print) are kept consistent with the netns.
 async fn apply_default_routes<E: PluginExec, N: NetnsOps>(
-    node: &Node<E, N>,
+    inv: &Invocation<E, N>,
     k8s: &K8sArgs,
     plan: &Plan,
     results: &mut [DelegateResult],
 ) -> Result<()> {
-    let netns = Path::new(&node.env.netns);
+    let netns = Path::new(&inv.env.netns);
     let mut taken: Vec<(usize, IpAddr)> = Vec::new();
     for (i, a) in plan.attachments.iter().enumerate() {
         for gw in &a.default_route {
             let d = &a.delegate;
-            node.netns.set_default_route(netns, &d.ifname, *gw).await.map_err(|e| {
+            inv.netns.set_default_route(netns, &d.ifname, *gw).await.map_err(|e| {
                 CniError::new(
                     code::NETNS,
                     format!("{} error setting default gateway {gw} on {}: {e}", k8s.tag(), d.ifname),
@@ -149,8 +149,8 @@ async fn apply_default_routes<E: PluginExec, N: NetnsOps>(
             }
         }
         added.raw = r.to_value(if r.cni_version.is_empty() { d.config.cni_version() } else { &r.cni_version })?;
-        let rt = node.runtime_conf(k8s, d);
-        cache::save_result(&node.cni_dir(), &node.result_record(d, &rt, &added.raw))?;
+        let rt = inv.runtime_conf(k8s, d);
+        cache::save_result(&inv.cni_dir(), &inv.result_record(d, &rt, &added.raw))?;
     }
     Ok(())
 }
@@ -161,7 +161,7 @@ fn is_default(dst: &str) -> bool {
 
 /// Write the network-status annotation, then send the AddedInterface events.
 async fn publish<E: PluginExec, N: NetnsOps>(
-    node: &Node<E, N>,
+    inv: &Invocation<E, N>,
     kube: &Kube,
     pod: &PodInfo,
     plan: &Plan,
@@ -175,13 +175,13 @@ async fn publish<E: PluginExec, N: NetnsOps>(
             events.push(("Normal", "AddedInterface", status::added_interface_message(&d.ifname, r, &d.name)));
         }
         let confirmed = r.sandbox_interfaces().next().is_some();
-        let statuses = status::entries(&d.name, &d.ifname, d.master, r, &a.default_route);
+        let statuses = status::entries(&d.name, &d.ifname, d.primary, r, &a.default_route);
         entries.extend(statuses.into_iter().map(|e| (e, confirmed)));
     }
     // Fill what results lack (Calico reports no sandbox interface, some plugins no MAC)
     // from the netns: one netlink dump, only when something is missing.
     if entries.iter().any(|(e, _)| e.mac.is_empty() && !e.interface.is_empty()) {
-        let links = node.netns.links(Path::new(&node.env.netns)).await.unwrap_or_default();
+        let links = inv.netns.links(Path::new(&inv.env.netns)).await.unwrap_or_default();
         for (e, confirmed) in entries.iter_mut().filter(|(e, _)| e.mac.is_empty() && !e.interface.is_empty()) {
             match links.iter().find(|l| l.name == e.interface) {
                 Some(link) => e.mac = link.mac.clone().unwrap_or_default(),
@@ -195,7 +195,7 @@ async fn publish<E: PluginExec, N: NetnsOps>(
     let value = status::annotation_value(&entries);
     let mut annotations = serde_json::Map::new();
     annotations.insert(status::NETWORK_STATUS_ANNOTATION.into(), value.clone().into());
-    if node.conf.write_legacy_networks_status {
+    if inv.conf.write_legacy_networks_status {
         annotations.insert(status::LEGACY_NETWORKS_STATUS_ANNOTATION.into(), value.into());
     }
     // Status and events at once: one round trip on the critical path, not two. The
@@ -212,13 +212,13 @@ async fn publish<E: PluginExec, N: NetnsOps>(
 /// Everything that can be checked before anything runs: binaries, interface names
 /// unique in the plan and not yet taken in the pod's netns.
 pub async fn validate_plan<E: PluginExec, N: NetnsOps>(
-    node: &Node<E, N>,
+    inv: &Invocation<E, N>,
     k8s: &K8sArgs,
     plan: &[Attachment],
 ) -> Result<()> {
     let mut seen = HashSet::new();
     for d in plan.iter().map(|a| &a.delegate) {
-        delegate::check_binaries(&node.exec, &d.config)
+        delegate::check_binaries(&inv.exec, &d.config)
             .map_err(|e| e.context(format!("{} network {:?}", k8s.tag(), d.name)))?;
         if !seen.insert(d.ifname.as_str()) {
             return Err(CniError::invalid_config(format!(
@@ -232,9 +232,9 @@ pub async fn validate_plan<E: PluginExec, N: NetnsOps>(
             .map_err(|e| CniError::invalid_config(format!("{} network {:?}: {e}", k8s.tag(), d.name)))?;
     }
     // One netlink dump of the pod's links, not one lookup per attachment.
-    let existing = node
+    let existing = inv
         .netns
-        .links(Path::new(&node.env.netns))
+        .links(Path::new(&inv.env.netns))
         .await
         .map_err(|e| CniError::new(code::NETNS, format!("{} {e}", k8s.tag())))?;
     if let Some(d) = plan.iter().map(|a| &a.delegate).find(|d| existing.iter().any(|l| l.name == d.ifname)) {
@@ -253,12 +253,12 @@ pub async fn validate_plan<E: PluginExec, N: NetnsOps>(
 /// *i..0* are DELeted in reverse (the failed one too: it may have half-configured
 /// things) and the original error is returned; nothing is left behind.
 pub async fn run_delegates<E: PluginExec, N>(
-    node: &Node<E, N>,
+    inv: &Invocation<E, N>,
     k8s: &K8sArgs,
     plan: &[Attachment],
 ) -> Result<Vec<DelegateResult>> {
-    let cni_dir = node.cni_dir();
-    cache::save_delegates(&cni_dir, &node.env.container_id, plan.iter().map(|a| &a.delegate))
+    let cni_dir = inv.cni_dir();
+    cache::save_delegates(&cni_dir, &inv.env.container_id, plan.iter().map(|a| &a.delegate))
         .map_err(|e| e.context(format!("{} error saving the delegates", k8s.tag())))?;
     let mut results: Vec<DelegateResult> = Vec::with_capacity(plan.len());
     // Each result is written (temp + fsync + rename) on a blocking thread while the next
@@ -267,18 +267,18 @@ pub async fn run_delegates<E: PluginExec, N>(
     let mut writes = Vec::with_capacity(plan.len());
     let mut failure = None;
     for (i, d) in plan.iter().map(|a| &a.delegate).enumerate() {
-        let rt = node.runtime_conf(k8s, d);
+        let rt = inv.runtime_conf(k8s, d);
         let started = Instant::now();
         // A result we cannot read would break the status, the printed result and the
         // chained prevResult later: treat it as this delegate's failure now.
-        let outcome = delegate::add_network(&node.exec, &d.config, &rt).await.and_then(|raw| {
+        let outcome = delegate::add_network(&inv.exec, &d.config, &rt).await.and_then(|raw| {
             DelegateResult::parse(raw, d.config.cni_version())
                 .map_err(|e| e.context(format!("plugin returned an unusable result for {}", d.ifname)))
         });
         match outcome {
             Ok(added) => {
                 tracing::info!("{} added {} ({}) in {:?}", k8s.tag(), d.ifname, d.name, started.elapsed());
-                let (dir, record) = (cni_dir.clone(), node.result_record(d, &rt, &added.raw));
+                let (dir, record) = (cni_dir.clone(), inv.result_record(d, &rt, &added.raw));
                 writes.push(tokio::task::spawn_blocking(move || cache::save_result(&dir, &record)));
                 results.push(added);
             }
@@ -298,7 +298,7 @@ pub async fn run_delegates<E: PluginExec, N>(
         }
     }
     if let Some((i, e)) = failure {
-        rollback(node, k8s, &plan[..=i.min(plan.len() - 1)], &results).await;
+        rollback(inv, k8s, &plan[..=i.min(plan.len() - 1)], &results).await;
         return Err(e);
     }
     Ok(results)
@@ -306,21 +306,21 @@ pub async fn run_delegates<E: PluginExec, N>(
 
 /// DEL `done` in reverse; errors are logged, not returned (the ADD error is what matters).
 pub async fn rollback<E: PluginExec, N>(
-    node: &Node<E, N>,
+    inv: &Invocation<E, N>,
     k8s: &K8sArgs,
     done: &[Attachment],
     results: &[DelegateResult],
 ) {
-    let cni_dir = node.cni_dir();
+    let cni_dir = inv.cni_dir();
     for (j, d) in done.iter().map(|a| &a.delegate).enumerate().rev() {
-        let rt = node.runtime_conf(k8s, d);
+        let rt = inv.runtime_conf(k8s, d);
         let prev = results.get(j).map(|r| &r.raw);
-        if let Err(e) = delegate::del_network(&node.exec, &d.config, &rt, prev).await {
+        if let Err(e) = delegate::del_network(&inv.exec, &d.config, &rt, prev).await {
             tracing::error!("{} rollback of {} ({}) failed: {}", k8s.tag(), d.ifname, d.name, e.msg);
         }
-        cache::remove_result(&cni_dir, d.config.name(), &node.env.container_id, &d.ifname);
+        cache::remove_result(&cni_dir, d.config.name(), &inv.env.container_id, &d.ifname);
     }
-    if let Err(e) = cache::remove_delegates(&cni_dir, &node.env.container_id) {
+    if let Err(e) = cache::remove_delegates(&cni_dir, &inv.env.container_id) {
         tracing::error!("{} {}", k8s.tag(), e.msg);
     }
 }
@@ -328,7 +328,7 @@ pub async fn rollback<E: PluginExec, N>(
 /// The primary result, converted to the caller's cniVersion (the spec wants the
 /// output in the input's version; Go Multus prints the primary's own).
 pub fn primary_result(conf: &MultusConf, plan: &[Attachment], results: &[DelegateResult]) -> Result<Value> {
-    let i = plan.iter().position(|a| a.delegate.master).unwrap_or(0);
+    let i = plan.iter().position(|a| a.delegate.primary).unwrap_or(0);
     let added = results.get(i).ok_or_else(|| CniError::invalid_config("no delegate produced a result"))?;
     added.parsed.to_value(&conf.cni_version)
 }

@@ -1,27 +1,27 @@
 //! CHECK: every cached attachment (Go Multus checks only the static delegates, and none
 //! at all in clusterNetwork mode), each with its cached result as prevResult.
 
-use super::Node;
+use super::Invocation;
 use crate::cache;
 use crate::cni::Version;
 use crate::delegate::{self, PluginExec};
 use crate::error::{CniError, Result, code};
 
-pub async fn check<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
-    if node.conf.version() < Version::V0_4_0 {
+pub async fn check<E: PluginExec, N>(inv: &Invocation<E, N>) -> Result<()> {
+    if inv.conf.version() < Version::V0_4_0 {
         return Err(CniError::new(code::INCOMPATIBLE_VERSION, "config version does not allow CHECK"));
     }
-    node.conf.require_networks()?;
-    let k8s = node.k8s_args()?;
-    let delegates = match cache::load_delegates(&node.cni_dir(), &node.env.container_id, &node.env.ifname) {
+    inv.conf.require_networks()?;
+    let k8s = inv.k8s_args()?;
+    let delegates = match cache::load_delegates(&inv.cni_dir(), &inv.env.container_id, &inv.env.ifname) {
         Ok(Some(d)) => d,
-        Ok(None) => node.static_delegates()?,
+        Ok(None) => inv.static_delegates()?,
         Err(e) => return Err(e.context(k8s.tag())),
     };
     for d in &delegates {
-        let rt = node.runtime_conf(&k8s, d);
-        let cached = node.prev_result_for(d);
-        delegate::check_network(&node.exec, &d.config, &rt, cached.as_ref())
+        let rt = inv.runtime_conf(&k8s, d);
+        let cached = inv.prev_result_for(d);
+        delegate::check_network(&inv.exec, &d.config, &rt, cached.as_ref())
             .await
             .map_err(|e| e.context(format!("{} CHECK of {} ({})", k8s.tag(), d.ifname, d.name)))?;
     }

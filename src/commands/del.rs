@@ -6,7 +6,7 @@
 //! asked to remove may never have existed — e.g. the runtime's DEL after an ADD we rolled
 //! back — so it is logged, not returned (the spec: DEL of what is gone succeeds).
 
-use super::Node;
+use super::Invocation;
 use crate::cache;
 use crate::cni::K8sArgs;
 use crate::delegate::{self, Delegate, PluginExec};
@@ -15,30 +15,30 @@ use crate::k8s::client::Kube;
 use crate::k8s::pod::{self, PodLookup};
 use std::time::Duration;
 
-pub async fn del<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
-    node.conf.require_networks()?;
-    let k8s = node.k8s_args()?;
-    let cni_dir = node.cni_dir();
-    let cid = &node.env.container_id;
-    let (delegates, known) = match cache::load_delegates(&cni_dir, cid, &node.env.ifname) {
+pub async fn del<E: PluginExec, N>(inv: &Invocation<E, N>) -> Result<()> {
+    inv.conf.require_networks()?;
+    let k8s = inv.k8s_args()?;
+    let cni_dir = inv.cni_dir();
+    let cid = &inv.env.container_id;
+    let (delegates, known) = match cache::load_delegates(&cni_dir, cid, &inv.env.ifname) {
         Ok(Some(d)) => (d, Known::Cached),
-        Ok(None) => fallback_delegates(node, &k8s).await?,
+        Ok(None) => fallback_delegates(inv, &k8s).await?,
         Err(e) => {
             // Go Multus returns success here and leaks every IP (#1087).
             tracing::error!("{} {}; deleting what the results cache and the config know", k8s.tag(), e.msg);
-            fallback_delegates(node, &k8s).await?
+            fallback_delegates(inv, &k8s).await?
         }
     };
-    let runtime = node.runtime_capabilities();
+    let runtime = inv.runtime_capabilities();
     let mut errors = ErrorList::default();
     for d in delegates.iter().rev() {
         let mut d = d.clone();
-        if d.master && !runtime.is_empty() {
+        if d.primary && !runtime.is_empty() {
             d.capability_args = runtime.clone();
         }
-        let rt = node.runtime_conf(&k8s, &d);
-        let cached = node.prev_result_for(&d);
-        match delegate::del_network(&node.exec, &d.config, &rt, cached.as_ref()).await {
+        let rt = inv.runtime_conf(&k8s, &d);
+        let cached = inv.prev_result_for(&d);
+        match delegate::del_network(&inv.exec, &d.config, &rt, cached.as_ref()).await {
             Ok(()) => cache::remove_result(&cni_dir, d.config.name(), cid, &d.ifname),
             Err(e) if known == Known::Guessed => {
                 tracing::warn!(
@@ -52,7 +52,7 @@ pub async fn del<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
             Err(e) => errors.push(e.context(format!("{} error deleting {} ({})", k8s.tag(), d.ifname, d.name))),
         }
     }
-    if (!node.conf.retry_delete_on_error || errors.is_empty())
+    if (!inv.conf.retry_delete_on_error || errors.is_empty())
         && let Err(e) = cache::remove_delegates(&cni_dir, cid)
     {
         errors.push(e);
@@ -76,27 +76,27 @@ pub enum Known {
 /// (Go Multus returns success without deleting anything when the pod is gone, #586.)
 /// The runtime's second DEL (empty netns: the sandbox is gone and the first DEL ran)
 /// does not ask the API: the config's delegates are enough to release what is left.
-pub async fn fallback_delegates<E: PluginExec, N>(node: &Node<E, N>, k8s: &K8sArgs) -> Result<(Vec<Delegate>, Known)> {
-    let from_results = cache::delegates_from_results(&node.cni_dir(), &node.env.container_id, &node.env.ifname);
+pub async fn fallback_delegates<E: PluginExec, N>(inv: &Invocation<E, N>, k8s: &K8sArgs) -> Result<(Vec<Delegate>, Known)> {
+    let from_results = cache::delegates_from_results(&inv.cni_dir(), &inv.env.container_id, &inv.env.ifname);
     if !from_results.is_empty() {
         tracing::info!("{} deleting {} attachments found in the results cache", k8s.tag(), from_results.len());
         return Ok((from_results, Known::Cached));
     }
-    if k8s.has_pod() && !node.env.netns.is_empty() {
-        match from_api(node, k8s).await {
+    if k8s.has_pod() && !inv.env.netns.is_empty() {
+        match from_api(inv, k8s).await {
             Ok(Some(d)) => return Ok((d, Known::Guessed)),
             Ok(None) => {}
             Err(e) => tracing::warn!("{} cannot rebuild the delegates from the API: {}", k8s.tag(), e.msg),
         }
     }
-    Ok((node.static_delegates()?, Known::Guessed))
+    Ok((inv.static_delegates()?, Known::Guessed))
 }
 
-async fn from_api<E: PluginExec, N>(node: &Node<E, N>, k8s: &K8sArgs) -> Result<Option<Vec<Delegate>>> {
-    let budget = node.conf.api_timeout().min(DEL_API_BUDGET);
-    let Some(kube) = Kube::connect(&node.conf, budget).await? else { return Ok(None) };
-    let PodLookup::Found(pod) = pod::lookup(&node.conf, &kube, k8s).await? else { return Ok(None) };
+async fn from_api<E: PluginExec, N>(inv: &Invocation<E, N>, k8s: &K8sArgs) -> Result<Option<Vec<Delegate>>> {
+    let budget = inv.conf.api_timeout().min(DEL_API_BUDGET);
+    let Some(kube) = Kube::connect(&inv.conf, budget).await? else { return Ok(None) };
+    let PodLookup::Found(pod) = pod::lookup(&inv.conf, &kube, k8s).await? else { return Ok(None) };
     // No events on DEL (as Go Multus): the pod is going away.
-    let plan = super::plan::plan(node, Some(&kube), k8s, Some(&pod)).await?;
+    let plan = super::plan::plan(inv, Some(&kube), k8s, Some(&pod)).await?;
     Ok(Some(plan.attachments.into_iter().map(|a| a.delegate).collect()))
 }

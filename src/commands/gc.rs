@@ -8,7 +8,7 @@
 //! Without a list nothing is removed and nothing is forwarded: deleting live pods'
 //! addresses on a malformed GC would be far worse than keeping a stale entry.
 
-use super::Node;
+use super::Invocation;
 use crate::cache;
 use crate::cni::{K8sArgs, Version};
 use crate::config::Attachment;
@@ -17,36 +17,36 @@ use crate::error::{CniError, ErrorList, Result, code};
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
-pub async fn gc<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
-    if node.conf.version() < Version::V1_1_0 {
+pub async fn gc<E: PluginExec, N>(inv: &Invocation<E, N>) -> Result<()> {
+    if inv.conf.version() < Version::V1_1_0 {
         return Err(CniError::new(code::INCOMPATIBLE_VERSION, "config version does not allow GC"));
     }
-    node.conf.require_networks()?;
+    inv.conf.require_networks()?;
     let mut errors = ErrorList::default();
-    match &node.conf.valid_attachments {
-        Some(valid) => collect_stale(node, valid, &mut errors).await,
+    match &inv.conf.valid_attachments {
+        Some(valid) => collect_stale(inv, valid, &mut errors).await,
         None => tracing::info!("GC without cni.dev/valid-attachments: nothing of ours is removed"),
     }
     // Without the runtime's list there is nothing safe to forward: an empty list would
     // tell the primary network that none of its attachments is valid.
-    if let (Some(valid), Some(master)) = (&node.conf.valid_attachments, node.static_delegates()?.into_iter().next()) {
+    if let (Some(valid), Some(primary)) = (&inv.conf.valid_attachments, inv.static_delegates()?.into_iter().next()) {
         let list = serde_json::to_value(valid).unwrap_or_default();
-        if let Err(e) = delegate::gc_network(&node.exec, &master.config, &RuntimeConf::default(), &list).await {
+        if let Err(e) = delegate::gc_network(&inv.exec, &primary.config, &RuntimeConf::default(), &list).await {
             errors.push(e);
         }
     }
     errors.into_result()
 }
 
-async fn collect_stale<E: PluginExec, N>(node: &Node<E, N>, valid: &[Attachment], errors: &mut ErrorList) {
-    let cni_dir = node.cni_dir();
+async fn collect_stale<E: PluginExec, N>(inv: &Invocation<E, N>, valid: &[Attachment], errors: &mut ErrorList) {
+    let cni_dir = inv.cni_dir();
     let valid: HashSet<&str> = valid.iter().map(|a| a.container_id.as_str()).collect();
     let records = cache::all_results(&cni_dir);
     let mut stale: BTreeSet<String> = cache::cached_containers(&cni_dir).into_iter().collect();
     stale.extend(records.iter().filter_map(|(_, r)| r.as_ref()).map(|r| r.container_id.clone()));
     stale.retain(|cid| !valid.contains(cid.as_str()));
     for cid in stale {
-        if delete_container(node, &cni_dir, &cid, errors).await {
+        if delete_container(inv, &cni_dir, &cid, errors).await {
             tracing::info!("GC removed the stale attachments of container {cid}");
         }
     }
@@ -60,7 +60,7 @@ async fn collect_stale<E: PluginExec, N>(node: &Node<E, N>, valid: &[Attachment]
 
 /// DEL every attachment of a stale container; true when all went away.
 async fn delete_container<E: PluginExec, N>(
-    node: &Node<E, N>,
+    inv: &Invocation<E, N>,
     cni_dir: &Path,
     cid: &str,
     errors: &mut ErrorList,
@@ -85,11 +85,11 @@ async fn delete_container<E: PluginExec, N>(
             cni_args: record
                 .as_ref()
                 .map(|r| r.cni_args.clone())
-                .unwrap_or_else(|| node.delegate_cni_args(&K8sArgs::default(), d)),
+                .unwrap_or_else(|| inv.delegate_cni_args(&K8sArgs::default(), d)),
             capability_args: d.capability_args.clone(),
         };
         let cached = record.and_then(|r| r.result);
-        match delegate::del_network(&node.exec, &d.config, &rt, cached.as_ref()).await {
+        match delegate::del_network(&inv.exec, &d.config, &rt, cached.as_ref()).await {
             Ok(()) => cache::remove_result(cni_dir, d.config.name(), cid, &d.ifname),
             Err(e) => {
                 all_gone = false;

@@ -91,14 +91,14 @@ pub fn run(env: Result<CniEnv>, stdin: &[u8]) -> Output {
         }
     };
     let exec = BinaryExec::new(&conf.bin_dir, &env.path, conf.delegate_timeout());
-    let node = Node { conf, env, exec, netns: crate::netns::Netlink };
+    let inv = Invocation { conf, env, exec, netns: crate::netns::Netlink };
     let result = runtime.block_on(async {
-        match node.env.command {
-            Command::Add => add::add(&node).await.map(Some),
-            Command::Del => del::del(&node).await.map(|_| None),
-            Command::Check => check::check(&node).await.map(|_| None),
-            Command::Status => status::status(&node).await.map(|_| None),
-            Command::Gc => gc::gc(&node).await.map(|_| None),
+        match inv.env.command {
+            Command::Add => add::add(&inv).await.map(Some),
+            Command::Del => del::del(&inv).await.map(|_| None),
+            Command::Check => check::check(&inv).await.map(|_| None),
+            Command::Status => status::status(&inv).await.map(|_| None),
+            Command::Gc => gc::gc(&inv).await.map(|_| None),
             Command::Version => unreachable!("answered above"),
         }
     });
@@ -110,14 +110,14 @@ pub fn run(env: Result<CniEnv>, stdin: &[u8]) -> Output {
 
 /// One invocation's world: the config, the runtime's environment, and the effects
 /// (plugin execution, netns operations) behind traits so tests can substitute fakes.
-pub struct Node<E, N> {
+pub struct Invocation<E, N> {
     pub conf: MultusConf,
     pub env: CniEnv,
     pub exec: E,
     pub netns: N,
 }
 
-impl<E: PluginExec, N> Node<E, N> {
+impl<E: PluginExec, N> Invocation<E, N> {
     pub fn cni_dir(&self) -> PathBuf {
         PathBuf::from(&self.conf.cni_dir)
     }
@@ -132,7 +132,7 @@ impl<E: PluginExec, N> Node<E, N> {
         normalize_runtime_config(self.conf.runtime_config.clone().unwrap_or_default())
     }
 
-    /// The static `delegates` of the config; `[0]` is the master. The fallback of DEL and
+    /// The static `delegates` of the config; `[0]` is the primary. The fallback of DEL and
     /// CHECK when no cache says better.
     pub fn static_delegates(&self) -> Result<Vec<Delegate>> {
         let runtime = self.runtime_capabilities();
@@ -152,7 +152,7 @@ impl<E: PluginExec, N> Node<E, N> {
                 Ok(Delegate {
                     name: config.name().to_string(),
                     ifname: if i == 0 { self.env.ifname.clone() } else { format!("net{i}") },
-                    master: i == 0,
+                    primary: i == 0,
                     capability_args: if i == 0 { runtime.clone() } else { Map::new() },
                     config,
                 })
@@ -173,7 +173,7 @@ impl<E: PluginExec, N> Node<E, N> {
         for (k, v) in &self.env.args.0 {
             args.merge(k, v);
         }
-        if !d.master {
+        if !d.primary {
             if let Some(mac) = d.capability_args.get("mac").and_then(Value::as_str) {
                 args.0.push(("MAC".into(), mac.into()));
             }
@@ -216,13 +216,13 @@ impl<E: PluginExec, N> Node<E, N> {
         cache::load_result(&self.cni_dir(), d.config.name(), &self.env.container_id, &d.ifname).and_then(|r| r.result)
     }
 
-    /// The prevResult for a DEL/CHECK of `d`: its cached result, else (for the master)
+    /// The prevResult for a DEL/CHECK of `d`: its cached result, else (for the primary)
     /// the runtime's prevResult — which is our own printed result, in our config's
     /// version, so it is converted to the delegate's version first (a delegate refuses
     /// a prevResult of another version).
     pub fn prev_result_for(&self, d: &Delegate) -> Option<Value> {
         self.cached_result(d).or_else(|| {
-            let prev = self.conf.prev_result.as_ref().filter(|_| d.master)?;
+            let prev = self.conf.prev_result.as_ref().filter(|_| d.primary)?;
             let target = d.config.cni_version();
             CniResult::convert(
                 prev,

@@ -10,7 +10,7 @@
 //! Events are the verb's business: a NAD that cannot be had comes back as
 //! [`PlanError::NetworkUnavailable`] and ADD records it on the pod.
 
-use super::Node;
+use super::Invocation;
 use crate::cni::K8sArgs;
 use crate::config::MultusConf;
 use crate::delegate::{Delegate, NetworkConfig, PluginExec};
@@ -91,26 +91,26 @@ impl From<PlanError> for CniError {
 
 /// The three steps in order: the pod's plan. `use_api` is false in static mode.
 pub async fn plan<E: PluginExec, N>(
-    node: &Node<E, N>,
+    inv: &Invocation<E, N>,
     kube: Option<&Kube>,
     k8s: &K8sArgs,
     pod: Option<&PodInfo>,
 ) -> std::result::Result<Plan, PlanError> {
-    let slots = slots(node, kube.is_some(), k8s, pod)?;
-    let fetched = fetch_networks(kube, &node.conf, &slots).await;
-    build(node, k8s, slots, fetched)
+    let slots = slots(inv, kube.is_some(), k8s, pod)?;
+    let fetched = fetch_networks(kube, &inv.conf, &slots).await;
+    build(inv, k8s, slots, fetched)
 }
 
 /// Step 1: the slots from the config (clusterNetwork + defaultNetworks, or the static
 /// delegates), the default-network override and the networks annotation.
 pub fn slots<E: PluginExec, N>(
-    node: &Node<E, N>,
+    inv: &Invocation<E, N>,
     use_api: bool,
     k8s: &K8sArgs,
     pod: Option<&PodInfo>,
 ) -> Result<Vec<Slot>> {
-    let conf = &node.conf;
-    let mut slots = config_slots(node, use_api, pod)?;
+    let conf = &inv.conf;
+    let mut slots = config_slots(inv, use_api, pod)?;
     let (Some(pod), true) = (pod, use_api) else { return Ok(slots) };
     let isolate = |sel: &NetworkSelection| -> Result<()> {
         if conf.namespace_isolation {
@@ -147,11 +147,11 @@ pub fn slots<E: PluginExec, N>(
 
 /// The config's own networks: clusterNetwork and (outside systemNamespaces)
 /// defaultNetworks, else the static `delegates`.
-fn config_slots<E: PluginExec, N>(node: &Node<E, N>, use_api: bool, pod: Option<&PodInfo>) -> Result<Vec<Slot>> {
-    let conf = &node.conf;
+fn config_slots<E: PluginExec, N>(inv: &Invocation<E, N>, use_api: bool, pod: Option<&PodInfo>) -> Result<Vec<Slot>> {
+    let conf = &inv.conf;
     let mut slots = Vec::new();
     if conf.cluster_network.is_empty() {
-        for (i, d) in node.static_delegates()?.into_iter().enumerate() {
+        for (i, d) in inv.static_delegates()?.into_iter().enumerate() {
             slots.push(Slot { source: Source::Ready(d.config), selection: None, primary: i == 0 });
         }
         return Ok(slots);
@@ -239,12 +239,12 @@ async fn fetch_network(kube: &Kube, conf: &MultusConf, namespace: &str, name: &s
 /// Step 3: each slot with its network becomes an attachment: interface name, the
 /// capability values it requests (declared by its plugins), its default route.
 pub fn build<E: PluginExec, N>(
-    node: &Node<E, N>,
+    inv: &Invocation<E, N>,
     k8s: &K8sArgs,
     slots: Vec<Slot>,
     fetched: Vec<Option<Fetched>>,
 ) -> std::result::Result<Plan, PlanError> {
-    let runtime = node.runtime_capabilities();
+    let runtime = inv.runtime_capabilities();
     let mut plan = Plan::default();
     for (i, (slot, fetched)) in slots.into_iter().zip(fetched).enumerate() {
         let (config, name) = match (slot.source, fetched) {
@@ -273,12 +273,12 @@ pub fn build<E: PluginExec, N>(
         };
         let ifname = match &sel.interface {
             Some(i) if !i.is_empty() => i.clone(),
-            _ if slot.primary => node.env.ifname.clone(),
+            _ if slot.primary => inv.env.ifname.clone(),
             _ => format!("net{i}"),
         };
         let capability_args =
             if slot.primary { runtime.clone() } else { attachment_capabilities(&sel, &config, &name)? };
-        let delegate = Delegate { config, name, ifname, master: slot.primary, capability_args };
+        let delegate = Delegate { config, name, ifname, primary: slot.primary, capability_args };
         plan.attachments.push(Attachment { delegate, default_route: sel.default_route.unwrap_or_default() });
     }
     Ok(plan)

@@ -1,27 +1,27 @@
 //! STATUS (CNI 1.1): are we ready for ADD? The readiness file must exist and the
 //! primary network must report ready; its own code 50/51 passes through.
 
-use super::Node;
+use super::Invocation;
 use crate::cni::Version;
 use crate::delegate::{self, PluginExec, RuntimeConf};
 use crate::error::{CniError, Result, code};
 use std::path::Path;
 
-pub async fn status<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
-    if node.conf.version() < Version::V1_1_0 {
+pub async fn status<E: PluginExec, N>(inv: &Invocation<E, N>) -> Result<()> {
+    if inv.conf.version() < Version::V1_1_0 {
         return Err(CniError::new(code::INCOMPATIBLE_VERSION, "config version does not allow STATUS"));
     }
-    node.conf.require_networks()?;
-    let file = &node.conf.readiness_indicator_file;
+    inv.conf.require_networks()?;
+    let file = &inv.conf.readiness_indicator_file;
     if !file.is_empty() && !Path::new(file).exists() {
         return Err(CniError::new(
             code::NOT_AVAILABLE,
             format!("the default network is not ready: {file} does not exist"),
         ));
     }
-    let Some(master) = node.static_delegates()?.into_iter().next() else {
+    let Some(primary) = inv.static_delegates()?.into_iter().next() else {
         return Ok(());
     };
     let rt = RuntimeConf::default();
-    delegate::status_network(&node.exec, &master.config, &rt).await
+    delegate::status_network(&inv.exec, &primary.config, &rt).await
 }

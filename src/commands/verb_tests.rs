@@ -1,9 +1,9 @@
-//! The verbs in-process: a real [`Node`] built from the fakes (delegates, netns) and,
+//! The verbs in-process: a real [`Invocation`] built from the fakes (delegates, netns) and,
 //! for the API, the stand-in — no root, no links, no plugin binaries. What the root
 //! end-to-end suites prove with real plugins (rollback order, code pass-through, DEL
 //! fallbacks, the API request sequence) is proven here in milliseconds.
 
-use super::{Node, add, check, del, gc, status};
+use super::{Invocation, add, check, del, gc, status};
 use crate::cache;
 use crate::cni::{CniArgs, CniEnv, Command};
 use crate::config::MultusConf;
@@ -44,7 +44,7 @@ impl World {
     }
 
     /// One invocation with fresh fakes; the pod's netns exists and is empty.
-    fn invocation(&self, command: Command, conf: &Value, cid: &str) -> Node<FakeExec, FakeNetns> {
+    fn invocation(&self, command: Command, conf: &Value, cid: &str) -> Invocation<FakeExec, FakeNetns> {
         let netns = FakeNetns::new();
         netns.add_netns(NETNS);
         let args =
@@ -58,7 +58,7 @@ impl World {
             path: vec![],
         };
         let conf = MultusConf::parse(&serde_json::to_vec(conf).expect("conf")).expect("conf parses");
-        Node { conf, env, exec: FakeExec::default(), netns }
+        Invocation { conf, env, exec: FakeExec::default(), netns }
     }
 }
 
@@ -67,8 +67,8 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
 }
 
 /// `(command, plugin, ifname)` of every delegate call, in order.
-fn calls(node: &Node<FakeExec, FakeNetns>) -> Vec<(Command, String, String)> {
-    node.exec.calls().into_iter().map(|c| (c.command, c.plugin, c.ifname)).collect()
+fn calls(inv: &Invocation<FakeExec, FakeNetns>) -> Vec<(Command, String, String)> {
+    inv.exec.calls().into_iter().map(|c| (c.command, c.plugin, c.ifname)).collect()
 }
 
 fn call(command: Command, plugin: &str, ifname: &str) -> (Command, String, String) {
@@ -84,10 +84,10 @@ fn scratch_cache_exists(dir: &Path, cid: &str) -> bool {
 #[test]
 fn add_runs_every_delegate_in_order_caches_them_and_prints_the_primary_result() {
     let w = World::new();
-    let node = w.invocation(Command::Add, &w.conf(json!({})), CID);
-    let printed = block_on(add::add(&node)).expect("ADD");
+    let inv = w.invocation(Command::Add, &w.conf(json!({})), CID);
+    let printed = block_on(add::add(&inv)).expect("ADD");
     let expected: Vec<_> = PLUGINS.iter().map(|(p, i)| call(Command::Add, p, i)).collect();
-    assert_eq!(calls(&node), expected);
+    assert_eq!(calls(&inv), expected);
     assert_eq!(printed["cniVersion"], "1.1.0");
     assert_eq!(printed["interfaces"][0]["name"], "eth0", "the primary's result: {printed}");
     assert!(scratch_cache_exists(&w.cni_dir(), CID));
@@ -101,15 +101,15 @@ fn add_runs_every_delegate_in_order_caches_them_and_prints_the_primary_result() 
 fn add_failure_at_each_position_rolls_back_in_reverse_and_passes_the_code_through() {
     for pos in 0..PLUGINS.len() {
         let w = World::new();
-        let node = w.invocation(Command::Add, &w.conf(json!({})), CID);
+        let inv = w.invocation(Command::Add, &w.conf(json!({})), CID);
         let (plugin, _) = PLUGINS[pos];
-        node.exec.answer(plugin, Command::Add, Err(CniError::new(11, format!("{plugin} is busy"))));
-        let err = block_on(add::add(&node)).expect_err("ADD fails");
+        inv.exec.answer(plugin, Command::Add, Err(CniError::new(11, format!("{plugin} is busy"))));
+        let err = block_on(add::add(&inv)).expect_err("ADD fails");
         assert_eq!(err.code, 11, "the delegate's own code at {pos}: {}", err.msg);
         assert!(err.msg.contains(&format!("{plugin} is busy")), "{}", err.msg);
         let mut expected: Vec<_> = PLUGINS[..=pos].iter().map(|(p, i)| call(Command::Add, p, i)).collect();
         expected.extend(PLUGINS[..=pos].iter().rev().map(|(p, i)| call(Command::Del, p, i)));
-        assert_eq!(calls(&node), expected, "rollback at {pos}");
+        assert_eq!(calls(&inv), expected, "rollback at {pos}");
         assert!(!scratch_cache_exists(&w.cni_dir(), CID), "no scratch cache left at {pos}");
         assert!(cache::all_results(&w.cni_dir()).is_empty(), "no results cache left at {pos}");
     }
@@ -118,8 +118,8 @@ fn add_failure_at_each_position_rolls_back_in_reverse_and_passes_the_code_throug
 #[test]
 fn add_refuses_an_interface_that_already_exists_before_running_anything() {
     let w = World::new();
-    let node = w.invocation(Command::Add, &w.conf(json!({})), CID);
-    node.netns.add_link(
+    let inv = w.invocation(Command::Add, &w.conf(json!({})), CID);
+    inv.netns.add_link(
         NETNS,
         crate::netns::LinkInfo {
             name: "net1".into(),
@@ -131,9 +131,9 @@ fn add_refuses_an_interface_that_already_exists_before_running_anything() {
             promiscuous: false,
         },
     );
-    let err = block_on(add::add(&node)).expect_err("ADD fails");
+    let err = block_on(add::add(&inv)).expect_err("ADD fails");
     assert_eq!(err.code, crate::error::code::NETNS, "{}", err.msg);
-    assert!(calls(&node).is_empty(), "nothing ran: {:?}", calls(&node));
+    assert!(calls(&inv).is_empty(), "nothing ran: {:?}", calls(&inv));
 }
 
 #[test]
@@ -141,11 +141,11 @@ fn del_replays_the_cache_in_reverse_with_each_cached_result() {
     let w = World::new();
     let conf = w.conf(json!({}));
     block_on(add::add(&w.invocation(Command::Add, &conf, CID))).expect("ADD");
-    let node = w.invocation(Command::Del, &conf, CID);
-    block_on(del::del(&node)).expect("DEL");
+    let inv = w.invocation(Command::Del, &conf, CID);
+    block_on(del::del(&inv)).expect("DEL");
     let expected: Vec<_> = PLUGINS.iter().rev().map(|(p, i)| call(Command::Del, p, i)).collect();
-    assert_eq!(calls(&node), expected);
-    for c in node.exec.calls() {
+    assert_eq!(calls(&inv), expected);
+    for c in inv.exec.calls() {
         assert_eq!(c.stdin["prevResult"]["interfaces"][0]["name"], c.ifname.as_str(), "cached prevResult");
     }
     assert!(!scratch_cache_exists(&w.cni_dir(), CID));
@@ -158,21 +158,21 @@ fn del_without_a_scratch_cache_uses_the_results_cache() {
     let conf = w.conf(json!({}));
     block_on(add::add(&w.invocation(Command::Add, &conf, CID))).expect("ADD");
     cache::remove_delegates(&w.cni_dir(), CID).expect("scratch cache removed");
-    let node = w.invocation(Command::Del, &conf, CID);
-    block_on(del::del(&node)).expect("DEL");
+    let inv = w.invocation(Command::Del, &conf, CID);
+    block_on(del::del(&inv)).expect("DEL");
     let expected: Vec<_> = PLUGINS.iter().rev().map(|(p, i)| call(Command::Del, p, i)).collect();
-    assert_eq!(calls(&node), expected);
+    assert_eq!(calls(&inv), expected);
     assert!(cache::all_results(&w.cni_dir()).is_empty());
 }
 
 #[test]
 fn del_without_any_cache_deletes_the_static_delegates_and_tolerates_their_failures() {
     let w = World::new();
-    let node = w.invocation(Command::Del, &w.conf(json!({})), CID);
-    node.exec.answer("macvlan", Command::Del, Err(CniError::new(100, "nothing to delete")));
-    block_on(del::del(&node)).expect("a guessed attachment's failure is logged, not returned");
+    let inv = w.invocation(Command::Del, &w.conf(json!({})), CID);
+    inv.exec.answer("macvlan", Command::Del, Err(CniError::new(100, "nothing to delete")));
+    block_on(del::del(&inv)).expect("a guessed attachment's failure is logged, not returned");
     let expected: Vec<_> = PLUGINS.iter().rev().map(|(p, i)| call(Command::Del, p, i)).collect();
-    assert_eq!(calls(&node), expected);
+    assert_eq!(calls(&inv), expected);
 }
 
 #[test]
@@ -180,11 +180,11 @@ fn del_of_a_cached_attachment_returns_its_failure_after_trying_all() {
     let w = World::new();
     let conf = w.conf(json!({}));
     block_on(add::add(&w.invocation(Command::Add, &conf, CID))).expect("ADD");
-    let node = w.invocation(Command::Del, &conf, CID);
-    node.exec.answer("macvlan", Command::Del, Err(CniError::new(100, "device busy")));
-    let err = block_on(del::del(&node)).expect_err("DEL fails");
+    let inv = w.invocation(Command::Del, &conf, CID);
+    inv.exec.answer("macvlan", Command::Del, Err(CniError::new(100, "device busy")));
+    let err = block_on(del::del(&inv)).expect_err("DEL fails");
     assert!(err.msg.contains("device busy"), "{}", err.msg);
-    assert_eq!(calls(&node).len(), 3, "every delegate was tried: {:?}", calls(&node));
+    assert_eq!(calls(&inv).len(), 3, "every delegate was tried: {:?}", calls(&inv));
 }
 
 #[test]
@@ -192,11 +192,11 @@ fn check_checks_every_cached_attachment_with_its_result() {
     let w = World::new();
     let conf = w.conf(json!({}));
     block_on(add::add(&w.invocation(Command::Add, &conf, CID))).expect("ADD");
-    let node = w.invocation(Command::Check, &conf, CID);
-    block_on(check::check(&node)).expect("CHECK");
+    let inv = w.invocation(Command::Check, &conf, CID);
+    block_on(check::check(&inv)).expect("CHECK");
     let expected: Vec<_> = PLUGINS.iter().map(|(p, i)| call(Command::Check, p, i)).collect();
-    assert_eq!(calls(&node), expected);
-    assert!(node.exec.calls().iter().all(|c| c.stdin["prevResult"].is_object()));
+    assert_eq!(calls(&inv), expected);
+    assert!(inv.exec.calls().iter().all(|c| c.stdin["prevResult"].is_object()));
 
     let failing = w.invocation(Command::Check, &conf, CID);
     failing.exec.answer("bridge", Command::Check, Err(CniError::new(100, "bridge lost its address")));
@@ -209,15 +209,15 @@ fn status_needs_the_readiness_file_and_passes_the_primary_code_through() {
     let w = World::new();
     let ready = w.dir.path().join("ready");
     let conf = w.conf(json!({"readinessindicatorfile": ready}));
-    let node = w.invocation(Command::Status, &conf, CID);
-    let err = block_on(status::status(&node)).expect_err("not ready");
+    let inv = w.invocation(Command::Status, &conf, CID);
+    let err = block_on(status::status(&inv)).expect_err("not ready");
     assert_eq!(err.code, 50, "{}", err.msg);
-    assert!(calls(&node).is_empty());
+    assert!(calls(&inv).is_empty());
 
     std::fs::write(&ready, b"").expect("readiness file");
-    let node = w.invocation(Command::Status, &conf, CID);
-    block_on(status::status(&node)).expect("STATUS");
-    assert_eq!(calls(&node), vec![call(Command::Status, "ptp", "")]);
+    let inv = w.invocation(Command::Status, &conf, CID);
+    block_on(status::status(&inv)).expect("STATUS");
+    assert_eq!(calls(&inv), vec![call(Command::Status, "ptp", "")]);
 
     let degraded = w.invocation(Command::Status, &conf, CID);
     degraded.exec.answer("ptp", Command::Status, Err(CniError::new(51, "degraded")));
@@ -231,14 +231,14 @@ fn gc_deletes_containers_the_runtime_no_longer_knows_then_forwards_to_the_primar
     block_on(add::add(&w.invocation(Command::Add, &conf, "cid-stale"))).expect("ADD stale");
     block_on(add::add(&w.invocation(Command::Add, &conf, "cid-live"))).expect("ADD live");
     let valid = json!([{"containerID": "cid-live", "ifname": "eth0"}]);
-    let node = w.invocation(Command::Gc, &w.conf(json!({"cni.dev/valid-attachments": valid})), CID);
-    block_on(gc::gc(&node)).expect("GC");
+    let inv = w.invocation(Command::Gc, &w.conf(json!({"cni.dev/valid-attachments": valid})), CID);
+    block_on(gc::gc(&inv)).expect("GC");
     let mut expected: Vec<_> = PLUGINS.iter().rev().map(|(p, i)| call(Command::Del, p, i)).collect();
     expected.push(call(Command::Gc, "ptp", ""));
-    assert_eq!(calls(&node), expected);
+    assert_eq!(calls(&inv), expected);
     assert!(!scratch_cache_exists(&w.cni_dir(), "cid-stale"));
     assert!(scratch_cache_exists(&w.cni_dir(), "cid-live"), "the live container is kept");
-    let gc_call = node.exec.calls().pop().expect("GC call");
+    let gc_call = inv.exec.calls().pop().expect("GC call");
     assert_eq!(gc_call.stdin["cni.dev/valid-attachments"], valid);
 }
 
@@ -270,9 +270,9 @@ fn request_lines(api: &StandIn) -> Vec<String> {
 #[test]
 fn add_with_the_api_makes_exactly_the_expected_requests() {
     let (w, api, conf) = api_world();
-    let node = w.invocation(Command::Add, &conf, CID);
-    block_on(add::add(&node)).expect("ADD");
-    assert_eq!(calls(&node), vec![call(Command::Add, "ptp", "eth0"), call(Command::Add, "macvlan", "data0")]);
+    let inv = w.invocation(Command::Add, &conf, CID);
+    block_on(add::add(&inv)).expect("ADD");
+    assert_eq!(calls(&inv), vec![call(Command::Add, "ptp", "eth0"), call(Command::Add, "macvlan", "data0")]);
     let lines = request_lines(&api);
     assert_eq!(
         lines[..2],
@@ -308,10 +308,10 @@ fn add_with_a_missing_nad_records_no_network_found_and_runs_nothing() {
     let mut pod = api.pod("default", "web").expect("pod");
     pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"] = json!("absent-conf");
     api.add_pod(pod);
-    let node = w.invocation(Command::Add, &conf, CID);
-    let err = block_on(add::add(&node)).expect_err("ADD fails");
+    let inv = w.invocation(Command::Add, &conf, CID);
+    let err = block_on(add::add(&inv)).expect_err("ADD fails");
     assert_eq!(err.code, crate::error::code::KUBERNETES, "{}", err.msg);
-    assert!(calls(&node).is_empty());
+    assert!(calls(&inv).is_empty());
     let reasons: Vec<_> = api.events().iter().map(|e| e["reason"].clone()).collect();
     assert_eq!(reasons, vec![json!("NoNetworkFound")]);
 }
@@ -321,9 +321,9 @@ fn add_rolls_back_when_the_status_write_fails() {
     let (w, api, conf) = api_world();
     // 422: refused for good, not retried.
     api.add_fault(kube_standin::Fault::new(kube_standin::FaultAction::Status(422)).method("PATCH"));
-    let node = w.invocation(Command::Add, &conf, CID);
-    block_on(add::add(&node)).expect_err("ADD fails");
-    let tail: Vec<_> = calls(&node).into_iter().skip(2).collect();
+    let inv = w.invocation(Command::Add, &conf, CID);
+    block_on(add::add(&inv)).expect_err("ADD fails");
+    let tail: Vec<_> = calls(&inv).into_iter().skip(2).collect();
     assert_eq!(tail, vec![call(Command::Del, "macvlan", "data0"), call(Command::Del, "ptp", "eth0")]);
     assert!(!scratch_cache_exists(&w.cni_dir(), CID));
 }

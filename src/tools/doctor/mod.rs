@@ -1367,7 +1367,7 @@ mod tests {
             config: NetworkConfig::from_value(&json!({"name":"n","type":"bridge","cniVersion":"1.0.0"})).unwrap(),
             name: "n".into(),
             ifname: "eth0".into(),
-            master: true,
+            primary: true,
             capability_args: Map::new(),
         };
         cache::save_delegates(&cni, "good", std::slice::from_ref(&d)).unwrap();
