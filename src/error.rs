@@ -89,17 +89,6 @@ impl CniError {
     }
 }
 
-/// Adds context to any error convertible into a [`CniError`].
-pub trait Context<T> {
-    fn context(self, ctx: impl std::fmt::Display) -> Result<T>;
-}
-
-impl<T> Context<T> for Result<T> {
-    fn context(self, ctx: impl std::fmt::Display) -> Result<T> {
-        self.map_err(|e| e.context(ctx))
-    }
-}
-
 /// Collects errors while cleanup goes on (DEL, rollback), then reports them all.
 #[derive(Debug, Default)]
 pub struct ErrorList(Vec<CniError>);

@@ -96,11 +96,6 @@ impl Kube {
         Ok(Some(Kube { client, budget, deadline: Cell::new(deadline) }))
     }
 
-    /// For tests and tools: a client with an explicit budget.
-    pub fn from_client(client: Client, budget: Duration) -> Kube {
-        Kube { client, budget, deadline: Cell::new(Instant::now() + budget) }
-    }
-
     pub fn remaining(&self) -> Duration {
         self.deadline.get().saturating_duration_since(Instant::now())
     }
