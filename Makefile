@@ -5,7 +5,7 @@ CARGO ?= cargo
 DEB_PACKAGES := containernetworking-plugins iproute2 iptables iputils-ping jq curl
 STAMP := target/.deps-installed
 
-.PHONY: deps build release test lint demo bench clean-netns
+.PHONY: deps build release test unit lint demo bench clean-netns
 
 $(STAMP):
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -50,6 +50,11 @@ release:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+# The fast tier: the library's in-process tests, the verbs included (fakes for the
+# delegates and the netns, the API stand-in); no root needed (netlink tests skip without it).
+unit: proto-deps
+	$(CARGO) test --locked --lib -p multus
 
 # Unit tests, integration tests with Debian's real plugins in real network namespaces,
 # the Kubernetes API stand-in, failure paths and bad inputs.
