@@ -76,7 +76,10 @@ pub enum Known {
 /// (Go Multus returns success without deleting anything when the pod is gone, #586.)
 /// The runtime's second DEL (empty netns: the sandbox is gone and the first DEL ran)
 /// does not ask the API: the config's delegates are enough to release what is left.
-pub async fn fallback_delegates<E: PluginExec, N>(inv: &Invocation<E, N>, k8s: &K8sArgs) -> Result<(Vec<Delegate>, Known)> {
+pub async fn fallback_delegates<E: PluginExec, N>(
+    inv: &Invocation<E, N>,
+    k8s: &K8sArgs,
+) -> Result<(Vec<Delegate>, Known)> {
     let from_results = cache::delegates_from_results(&inv.cni_dir(), &inv.env.container_id, &inv.env.ifname);
     if !from_results.is_empty() {
         tracing::info!("{} deleting {} attachments found in the results cache", k8s.tag(), from_results.len());

@@ -4,4 +4,5 @@
 
 pub mod doctor;
 pub mod install;
+pub mod report;
 pub mod validate;

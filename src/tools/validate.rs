@@ -11,7 +11,7 @@ use crate::config::{DEFAULT_MULTUS_NAMESPACE, valid_network_name};
 use crate::delegate::{NetworkConfig, validate_plugin_type};
 use crate::k8s::nad::config_from_nad;
 use crate::k8s::selection::{self, DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, NetworkSelection};
-use crate::tools::doctor::{Check, Report, Status};
+use crate::tools::report::{Check, Report, Status};
 use kube::api::DynamicObject;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
