@@ -142,21 +142,59 @@ pub fn valid_container_id(id: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-/// An interface name as the kernel (and skel) accept it.
-pub fn validate_ifname(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("interface name is empty".into());
+/// The longest interface name the kernel accepts (IFNAMSIZ - 1).
+pub const MAX_IFNAME_BYTES: usize = 15;
+
+/// An interface name as libcni's `ValidateInterfaceName` and the kernel's `dev_valid_name`
+/// accept it (multus-cni#1243: not as a DNS label): 1..=15 bytes, not `.` or `..`, no `/`,
+/// `:` or Unicode whitespace. NUL is rejected too: the kernel would truncate the name there.
+/// The one rule for CNI_IFNAME, the annotation's `interface` and every planned attachment.
+pub fn check_ifname(name: &str) -> Result<(), InvalidIfname> {
+    let reason = if name.is_empty() {
+        Some(IfnameProblem::Empty)
+    } else if name.len() > MAX_IFNAME_BYTES {
+        Some(IfnameProblem::TooLong(name.len()))
+    } else if name == "." || name == ".." {
+        Some(IfnameProblem::Dots)
+    } else {
+        name.chars().find_map(|c| match c {
+            '/' => Some(IfnameProblem::Slash),
+            ':' => Some(IfnameProblem::Colon),
+            '\0' => Some(IfnameProblem::Nul),
+            c if c.is_whitespace() => Some(IfnameProblem::Whitespace),
+            _ => None,
+        })
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(InvalidIfname { name: name.to_owned(), reason }),
     }
-    if name.len() > 15 {
-        return Err(format!("interface name {name:?} is too long (max 15 bytes)"));
-    }
-    if name == "." || name == ".." {
-        return Err(format!("interface name {name:?} is not a valid name"));
-    }
-    if let Some(c) = name.chars().find(|c| *c == '/' || *c == ':' || c.is_whitespace()) {
-        return Err(format!("interface name {name:?} contains an invalid character {c:?}"));
-    }
-    Ok(())
+}
+
+/// An interface name the kernel (or libcni) would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid interface name {name:?}: {reason}")]
+pub struct InvalidIfname {
+    pub name: String,
+    pub reason: IfnameProblem,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IfnameProblem {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most 15 bytes, not {0}")]
+    TooLong(usize),
+    #[error("must not be \".\" or \"..\"")]
+    Dots,
+    #[error("must not contain '/'")]
+    Slash,
+    #[error("must not contain ':'")]
+    Colon,
+    #[error("must not contain whitespace")]
+    Whitespace,
+    #[error("must not contain NUL")]
+    Nul,
 }
 
 impl CniEnv {
@@ -182,7 +220,7 @@ impl CniEnv {
         }
         let ifname = var("CNI_IFNAME");
         if !ifname.is_empty() {
-            validate_ifname(&ifname).map_err(|e| CniError::invalid_env(format!("CNI_IFNAME: {e}")))?;
+            check_ifname(&ifname).map_err(|e| CniError::invalid_env(format!("CNI_IFNAME: {e}")))?;
         }
         let args = CniArgs::parse(&var("CNI_ARGS"))?;
         let path = std::env::split_paths(&var("CNI_PATH")).filter(|p| !p.as_os_str().is_empty()).collect();

@@ -228,7 +228,7 @@ pub async fn validate_plan<E: PluginExec, N: NetnsOps>(
                 d.name
             )));
         }
-        crate::cni::env::validate_ifname(&d.ifname)
+        crate::cni::env::check_ifname(&d.ifname)
             .map_err(|e| CniError::invalid_config(format!("{} network {:?}: {e}", k8s.tag(), d.name)))?;
     }
     // One netlink dump of the pod's links, not one lookup per attachment.

@@ -60,13 +60,15 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::cni::env::check_ifname;
+pub use crate::cni::env::{IfnameProblem, InvalidIfname};
+
 /// Annotation selecting additional networks for a pod.
 pub const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
 /// Annotation replacing the cluster default network for a pod.
 pub const DEFAULT_NETWORK_ANNOTATION: &str = "v1.multus-cni.io/default-network";
 
 /// `IFNAMSIZ - 1`: the kernel's limit on interface name length, in bytes.
-const MAX_IFNAME_BYTES: usize = 15;
 /// RFC 1123 label length limit (Kubernetes namespaces and NAD names).
 const MAX_LABEL_BYTES: usize = 63;
 
@@ -220,32 +222,6 @@ pub enum Problem {
     InvalidGateway(String),
 }
 
-/// An interface name the kernel (or libcni) would refuse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid interface name {name:?}: {reason}")]
-pub struct InvalidIfname {
-    pub name: String,
-    pub reason: IfnameProblem,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum IfnameProblem {
-    #[error("must not be empty")]
-    Empty,
-    #[error("must be at most 15 bytes, not {0}")]
-    TooLong(usize),
-    #[error("must not be \".\" or \"..\"")]
-    Dots,
-    #[error("must not contain '/'")]
-    Slash,
-    #[error("must not contain ':'")]
-    Colon,
-    #[error("must not contain whitespace")]
-    Whitespace,
-    #[error("must not contain NUL")]
-    Nul,
-}
-
 /// Parse the `k8s.v1.cni.cncf.io/networks` value.
 ///
 /// An empty or whitespace-only value selects nothing. Selections without a namespace get
@@ -326,28 +302,6 @@ pub fn check_namespace_isolation(
 /// `/`, `:` or Unicode whitespace. NUL is rejected too: the kernel would truncate the name there.
 pub fn validate_ifname(name: &str) -> Result<(), SelectionError> {
     check_ifname(name).map_err(SelectionError::InterfaceName)
-}
-
-fn check_ifname(name: &str) -> Result<(), InvalidIfname> {
-    let reason = if name.is_empty() {
-        Some(IfnameProblem::Empty)
-    } else if name.len() > MAX_IFNAME_BYTES {
-        Some(IfnameProblem::TooLong(name.len()))
-    } else if name == "." || name == ".." {
-        Some(IfnameProblem::Dots)
-    } else {
-        name.chars().find_map(|c| match c {
-            '/' => Some(IfnameProblem::Slash),
-            ':' => Some(IfnameProblem::Colon),
-            '\0' => Some(IfnameProblem::Nul),
-            c if c.is_whitespace() => Some(IfnameProblem::Whitespace),
-            _ => None,
-        })
-    };
-    match reason {
-        None => Ok(()),
-        Some(reason) => Err(InvalidIfname { name: name.to_owned(), reason }),
-    }
 }
 
 /// `namespace/name`, the delegate name Multus uses in messages.
@@ -697,6 +651,7 @@ fn parse_gateway(text: &str) -> Result<IpAddr, Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cni::env::MAX_IFNAME_BYTES;
     use serde_json::json;
 
     const POD_NS: &str = "test";
