@@ -198,7 +198,7 @@ pub struct RuntimeConf {
 
 impl RuntimeConf {
     fn cni_args_string(&self) -> String {
-        self.cni_args.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")
+        crate::cni::env::format_cni_args(&self.cni_args)
     }
 }
 

@@ -64,7 +64,7 @@ impl CniArgs {
     }
 
     pub fn to_env_string(&self) -> String {
-        self.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")
+        format_cni_args(&self.0)
     }
 
     /// Set `key` when it has no non-empty value yet, else append (Multus' merge rule),
@@ -140,6 +140,11 @@ pub fn valid_container_id(id: &str) -> bool {
     let mut chars = id.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// `K=V;K=V`: the CNI_ARGS wire form of `pairs`, in order.
+pub fn format_cni_args(pairs: &[(String, String)]) -> String {
+    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")
 }
 
 /// The longest interface name the kernel accepts (IFNAMSIZ - 1).
