@@ -289,6 +289,21 @@ impl Installer {
         }
         self.sync_kubeconfig()?;
         let deadline = Instant::now() + self.opts.wait_timeout;
+        // As Go's thin entrypoint: no config (so no pod ADD) before the primary network
+        // says it is ready.
+        if let Some(file) = self.opts.readiness_indicator_file.clone().filter(|f| !f.is_empty()) {
+            tracing::info!("waiting for the readiness indicator file {file}");
+            while !Path::new(&file).exists() {
+                ensure!(
+                    Instant::now() < deadline,
+                    "readiness indicator file {file} did not appear within --wait-timeout {:?}",
+                    self.opts.wait_timeout
+                );
+                if !signals::sleep(self.opts.watch_interval.min(deadline.saturating_duration_since(Instant::now()))) {
+                    return Ok(());
+                }
+            }
+        }
         loop {
             if self.sync_config()? != Synced::NoPrimary {
                 return Ok(());

@@ -9,14 +9,18 @@
 
 pub mod cache;
 pub mod cni;
+pub mod aux_chain;
 pub mod commands;
 pub mod config;
 pub mod delegate;
 pub mod doctor;
 pub mod error;
 pub mod fsutil;
+pub mod gc_plan;
 pub mod install;
 pub mod k8s;
 pub mod logging;
 pub mod netns;
+pub mod passthru;
+pub mod primary;
 pub mod validate;

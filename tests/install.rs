@@ -315,6 +315,30 @@ fn waits_for_the_primary_then_gives_up() {
     assert_eq!(host.read_json("00-multus.conf")["delegates"][0]["name"], "k8s-pod-network");
 }
 
+/// `--readiness-indicator-file`: no config (so no pod ADD) before the primary network
+/// is ready, as Go's thin entrypoint; a file that never comes is an error.
+#[test]
+fn waits_for_the_readiness_indicator_file_before_the_config() {
+    let host = Host::new();
+    host.write_conf("10-calico.conflist", &calico_conflist());
+    let ready = host.root.path().join("modes-ready");
+    let flag = format!("--readiness-indicator-file={}", ready.display());
+    let out = host.install(&["--once", "--skip-multus-binary-copy", "--wait-timeout", "0.3", &flag]).output().unwrap();
+    assert_fails_with(&out, "readiness indicator file");
+    assert!(!host.conf_dir().join("00-multus.conf").exists());
+
+    let child = host
+        .install(&["--once", "--skip-multus-binary-copy", "--wait-timeout", "20", "--watch-interval", "0.05", &flag])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!host.conf_dir().join("00-multus.conf").exists(), "written before the primary was ready");
+    fs::write(&ready, b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_success(&out);
+    assert_eq!(host.read_json("00-multus.conf")["readinessindicatorfile"], ready.display().to_string());
+}
+
 #[test]
 fn given_config_file_is_copied() {
     let host = Host::new();

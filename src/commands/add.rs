@@ -43,7 +43,9 @@ pub async fn add<E: PluginExec, N: NetnsOps>(node: &Node<E, N>) -> Result<Value>
         },
         None => None,
     };
-    let plan = pod::plan(node, kube.as_ref(), &k8s, pod.as_ref(), PlanFor::Add).await?;
+    let mut plan = pod::plan(node, kube.as_ref(), &k8s, pod.as_ref(), PlanFor::Add).await?;
+    crate::aux_chain::append(node, &mut plan.delegates).map_err(|e| e.context(k8s.tag()))?;
+    plan.default_routes.resize(plan.delegates.len(), None);
     let delegates = &plan.delegates;
     validate_plan(node, &k8s, delegates).await?;
     let mut results = run_delegates(node, &k8s, delegates).await?;

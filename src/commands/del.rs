@@ -13,6 +13,7 @@ use crate::delegate::{self, Delegate, PluginExec};
 use crate::error::{ErrorList, Result};
 use crate::k8s::client::Kube;
 use crate::k8s::pod::{self, PlanFor, PodLookup};
+use crate::{aux_chain, primary};
 use std::time::Duration;
 
 pub async fn del<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
@@ -72,29 +73,52 @@ pub enum Known {
 
 /// No usable scratch cache: the attachments the results cache still records for this
 /// container (each record holds its config bytes); else, when the API answers, the
-/// delegates rebuilt from the pod as ADD would; else the config's static delegates.
+/// delegates rebuilt from the pod as ADD would; else the node's own networks — the
+/// primary and the `defaultNetworks`, resolved in every mode as [`crate::primary`]
+/// does (a NAD name with the API down: from `confDir` or this node's scratch caches;
+/// a network nobody can resolve is logged and skipped, the DEL still succeeds).
 /// (Go Multus returns success without deleting anything when the pod is gone, #586.)
 /// The runtime's second DEL (empty netns: the sandbox is gone and the first DEL ran)
-/// does not ask the API: the config's delegates are enough to release what is left.
+/// does not ask the API for the pod: the node's networks are enough to release what is left.
 pub async fn fallback_delegates<E: PluginExec, N>(node: &Node<E, N>, k8s: &K8sArgs) -> Result<(Vec<Delegate>, Known)> {
     let from_results = cache::delegates_from_results(&node.cni_dir(), &node.env.container_id, &node.env.ifname);
     if !from_results.is_empty() {
         tracing::info!("{} deleting {} attachments found in the results cache", k8s.tag(), from_results.len());
         return Ok((from_results, Known::Cached));
     }
-    if k8s.has_pod() && !node.env.netns.is_empty() {
-        match from_api(node, k8s).await {
+    let ask_pod = k8s.has_pod() && !node.env.netns.is_empty();
+    let kube = if ask_pod {
+        let budget = node.conf.api_timeout().min(DEL_API_BUDGET);
+        Kube::connect(&node.conf, budget).await.unwrap_or_else(|e| {
+            tracing::warn!("{} no API client: {}", k8s.tag(), e.msg);
+            None
+        })
+    } else {
+        primary::connect_if_needed(node, true).await
+    };
+    if let (true, Some(kube)) = (ask_pod, &kube) {
+        match from_api(node, kube, k8s).await {
             Ok(Some(d)) => return Ok((d, Known::Guessed)),
             Ok(None) => {}
             Err(e) => tracing::warn!("{} cannot rebuild the delegates from the API: {}", k8s.tag(), e.msg),
         }
     }
-    Ok((node.static_delegates()?, Known::Guessed))
+    if node.conf.cluster_network.is_empty() {
+        return Ok((node.static_delegates()?, Known::Guessed));
+    }
+    let (found, unresolved) = primary::node_networks(node, kube.as_ref(), &node.env.ifname, &k8s.namespace).await;
+    for e in unresolved {
+        tracing::warn!("{} {}: its attachment, if any, is not deleted", k8s.tag(), e.msg);
+    }
+    let mut found = found;
+    aux_chain::append(node, &mut found)
+        .unwrap_or_else(|e| tracing::warn!("{} auxiliary chain not deleted: {}", k8s.tag(), e.msg));
+    Ok((found, Known::Guessed))
 }
 
-async fn from_api<E: PluginExec, N>(node: &Node<E, N>, k8s: &K8sArgs) -> Result<Option<Vec<Delegate>>> {
-    let budget = node.conf.api_timeout().min(DEL_API_BUDGET);
-    let Some(kube) = Kube::connect(&node.conf, budget).await? else { return Ok(None) };
-    let PodLookup::Found(pod) = pod::lookup(node, &kube, k8s).await? else { return Ok(None) };
-    Ok(Some(pod::plan(node, Some(&kube), k8s, Some(&pod), PlanFor::Del).await?.delegates))
+async fn from_api<E: PluginExec, N>(node: &Node<E, N>, kube: &Kube, k8s: &K8sArgs) -> Result<Option<Vec<Delegate>>> {
+    let PodLookup::Found(pod) = pod::lookup(node, kube, k8s).await? else { return Ok(None) };
+    let mut delegates = pod::plan(node, Some(kube), k8s, Some(&pod), PlanFor::Del).await?.delegates;
+    aux_chain::append(node, &mut delegates)?;
+    Ok(Some(delegates))
 }

@@ -1,10 +1,14 @@
 //! STATUS (CNI 1.1): are we ready for ADD? The readiness file must exist and the
-//! primary network must report ready; its own code 50/51 passes through.
+//! primary network — `delegates[0]` or `clusterNetwork` in any of its forms, resolved
+//! by [`crate::primary`] — must report ready; its own code 50/51 passes through. A
+//! primary that cannot be resolved (file gone, NAD missing, API down with no local
+//! copy) is code 50: ADD could not attach it either.
 
 use super::Node;
 use crate::cni::Version;
 use crate::delegate::{self, PluginExec, RuntimeConf};
 use crate::error::{CniError, Result, code};
+use crate::primary;
 use std::path::Path;
 
 pub async fn status<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
@@ -19,7 +23,11 @@ pub async fn status<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
             format!("the default network is not ready: {file} does not exist"),
         ));
     }
-    let Some(master) = node.static_delegates()?.into_iter().next() else {
+    let kube = primary::connect_if_needed(node, false).await;
+    let master = primary::primary(node, kube.as_ref(), "")
+        .await
+        .map_err(|e| CniError::new(code::NOT_AVAILABLE, format!("the primary network is not available: {}", e.msg)))?;
+    let Some(master) = master else {
         return Ok(());
     };
     let rt = RuntimeConf::default();
