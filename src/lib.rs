@@ -7,9 +7,9 @@
 // Our traits are used with generics on a current-thread runtime: no Send bounds needed.
 #![allow(async_fn_in_trait)]
 
+pub mod aux_chain;
 pub mod cache;
 pub mod cni;
-pub mod aux_chain;
 pub mod commands;
 pub mod config;
 pub mod delegate;

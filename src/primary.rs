@@ -38,9 +38,9 @@ pub fn is_name(value: &str) -> bool {
 /// configured, or the client cannot be built (then names resolve locally).
 pub async fn connect_if_needed<E, N>(node: &Node<E, N>, with_defaults: bool) -> Option<Kube> {
     let conf = &node.conf;
-    let mut values = std::iter::once(&conf.cluster_network).filter(|v| !v.is_empty()).chain(
-        conf.default_networks.iter().filter(|_| with_defaults && !conf.cluster_network.is_empty()),
-    );
+    let mut values = std::iter::once(&conf.cluster_network)
+        .filter(|v| !v.is_empty())
+        .chain(conf.default_networks.iter().filter(|_| with_defaults && !conf.cluster_network.is_empty()));
     if !values.any(|v| is_name(v)) {
         return None;
     }
@@ -56,7 +56,11 @@ pub async fn connect_if_needed<E, N>(node: &Node<E, N>, with_defaults: bool) -> 
 /// The primary network as a master delegate on interface `ifname`; `Ok(None)` in
 /// `delegates` mode with an empty list (which [`crate::config::MultusConf::require_networks`]
 /// refuses before).
-pub async fn primary<E: PluginExec, N>(node: &Node<E, N>, kube: Option<&Kube>, ifname: &str) -> Result<Option<Delegate>> {
+pub async fn primary<E: PluginExec, N>(
+    node: &Node<E, N>,
+    kube: Option<&Kube>,
+    ifname: &str,
+) -> Result<Option<Delegate>> {
     let conf = &node.conf;
     if conf.cluster_network.is_empty() {
         return Ok(node.static_delegates()?.into_iter().next().map(|mut d| {
@@ -137,7 +141,9 @@ pub async fn resolve<E, N>(node: &Node<E, N>, kube: Option<&Kube>, value: &str) 
     };
     let ns = &conf.multus_namespace;
     match kube.get_nad(ns, value).await {
-        Ok(Some(obj)) => nad::config_from_nad(&obj, &conf.conf_dir, &conf.cni_version).map(|c| (c, format!("{ns}/{value}"))),
+        Ok(Some(obj)) => {
+            nad::config_from_nad(&obj, &conf.conf_dir, &conf.cni_version).map(|c| (c, format!("{ns}/{value}")))
+        }
         Ok(None) => nad::find_in_conf_dir(conf_dir, value).map(named),
         Err(api) => {
             // The API is down: what the node itself knows of the network.

@@ -67,7 +67,11 @@ impl World {
     fn conf(&self, version: &str, primary: Value, secondary: Option<Value>, extra: Value) -> Value {
         let mut conf = match self.mode {
             Mode::Delegates => {
-                return self.dir.multus_conf(version, [Some(primary), secondary].into_iter().flatten().collect(), extra);
+                return self.dir.multus_conf(
+                    version,
+                    [Some(primary), secondary].into_iter().flatten().collect(),
+                    extra,
+                );
             }
             _ => self.dir.multus_conf(version, vec![], extra),
         };
@@ -238,12 +242,8 @@ fn status_fake(mode: Mode) {
 fn gc_fake(mode: Mode) {
     let w = World::new(mode);
     let ns = Netns::new();
-    let conf = w.conf(
-        "1.1.0",
-        w.dir.fake("pri", "1.1.0", json!({})),
-        Some(w.dir.fake("sec", "1.1.0", json!({}))),
-        json!({}),
-    );
+    let conf =
+        w.conf("1.1.0", w.dir.fake("pri", "1.1.0", json!({})), Some(w.dir.fake("sec", "1.1.0", json!({}))), json!({}));
     let (keep, stale) = (cid("k"), cid("s"));
     for id in [&keep, &stale] {
         Invocation::new("ADD", id, &ns.path).run_json(&conf).ok();
@@ -365,7 +365,8 @@ fn auxiliary_chain_runs_last_and_is_replayed() {
     let w = World::new(Mode::File);
     std::os::unix::fs::symlink(multus_bin(), w.dir.bin_dir.join("passthru")).unwrap();
     let ns = Netns::new();
-    let conf = w.conf("1.0.0", w.dir.fake("pri", "1.0.0", json!({})), None, json!({"auxiliaryCNIChainName": "modes-aux"}));
+    let conf =
+        w.conf("1.0.0", w.dir.fake("pri", "1.0.0", json!({})), None, json!({"auxiliaryCNIChainName": "modes-aux"}));
     let mut chained = w.dir.fake("ignored", "1.0.0", json!({}));
     chained.as_object_mut().unwrap().remove("name");
     write_json(&w.tmp().join("net.d/modes-aux/10-rec.conf"), &chained);
@@ -392,7 +393,8 @@ fn auxiliary_chain_runs_last_and_is_replayed() {
 
     // the error case: clusterNetwork must be a path
     let w = World::new(Mode::ConfDirName);
-    let conf = w.conf("1.0.0", w.dir.fake("pri", "1.0.0", json!({})), None, json!({"auxiliaryCNIChainName": "modes-aux"}));
+    let conf =
+        w.conf("1.0.0", w.dir.fake("pri", "1.0.0", json!({})), None, json!({"auxiliaryCNIChainName": "modes-aux"}));
     let e = Invocation::new("ADD", &cid("y"), &ns.path).run_json(&conf).err(7);
     assert!(e["msg"].as_str().unwrap().contains("must be a path"), "{e}");
     assert!(w.dir.calls().is_empty());
