@@ -468,13 +468,17 @@ fn write_if_changed(path: &Path, data: &[u8], mode: u32) -> Result<bool> {
 fn install_binary(bin_dir: &Path) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot locate the running executable")?;
     let data = fs::read(&exe).with_context(|| format!("cannot read {}", exe.display()))?;
-    let dest = bin_dir.join(BINARY_NAME);
-    fsutil::write_atomic(&dest, &data, 0o755).with_context(|| format!("cannot write {}", dest.display()))?;
-    // The temp file's mode went through the umask; runtimes only need root to execute it,
-    // but 0755 is what every CNI binary has.
-    fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("cannot chmod {}", dest.display()))?;
-    Ok(dest)
+    // `passthru` too (the auxiliary chain's first plugin): the same binary answers as it
+    // under that name, as Go's installer copies its own.
+    for name in [crate::aux_chain::PASSTHRU, BINARY_NAME] {
+        let dest = bin_dir.join(name);
+        fsutil::write_atomic(&dest, &data, 0o755).with_context(|| format!("cannot write {}", dest.display()))?;
+        // The temp file's mode went through the umask; runtimes only need root to execute
+        // it, but 0755 is what every CNI binary has.
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("cannot chmod {}", dest.display()))?;
+    }
+    Ok(bin_dir.join(BINARY_NAME))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -254,9 +254,25 @@ fn binary_is_copied_executable() {
     let copy = host.bin_dir().join("multus");
     assert_eq!(mode(&copy), 0o755);
     assert_eq!(fs::metadata(&copy).unwrap().len(), fs::metadata(env!("CARGO_BIN_EXE_multus")).unwrap().len());
-    assert_eq!(fs::read_dir(host.bin_dir()).unwrap().count(), 1, "no temp file left");
+    assert_eq!(fs::read_dir(host.bin_dir()).unwrap().count(), 2, "multus and passthru, no temp file left");
     let version = Command::new(&copy).arg("version").env_remove("CNI_COMMAND").output().unwrap();
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("multus-rs: version:"));
+    // the auxiliary chain's passthru: the same binary under that name
+    let passthru = host.bin_dir().join("passthru");
+    assert_eq!(mode(&passthru), 0o755);
+    let add = Command::new(&passthru)
+        .env("CNI_COMMAND", "ADD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(br#"{"cniVersion":"1.0.0","name":"x","type":"passthru"}"#)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(add.status.success());
+    assert_eq!(String::from_utf8_lossy(&add.stdout).trim(), r#"{"cniVersion":"1.0.0"}"#);
 }
 
 #[test]
