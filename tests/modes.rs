@@ -184,7 +184,12 @@ fn add_check_del(mode: Mode) {
 /// Multus deletes nothing then, #586): the primary and the default network are resolved
 /// as ADD resolved them, and both leases are released.
 fn cacheless_del(mode: Mode) {
-    let w = World::new(mode);
+    cacheless_del_with(mode, false)
+}
+
+/// The same with the API server down instead of the pod gone.
+fn cacheless_del_with(mode: Mode, api_down: bool) {
+    let mut w = World::new(mode);
     let ns = Netns::new();
     let real = Real::new(&ns);
     let conf = real.conf(&w);
@@ -193,7 +198,9 @@ fn cacheless_del(mode: Mode) {
     add.run_json(&conf).ok();
     assert_eq!(lease_counts(&w), (1, 1));
     std::fs::remove_dir_all(&w.dir.cni_dir).unwrap();
-    if let Some(api) = &w.api {
+    if api_down {
+        drop(w.api.take());
+    } else if let Some(api) = &w.api {
         api.standin.remove_pod("default", "pod-1");
     }
     add.command("DEL").run_json(&conf).ok();
@@ -307,6 +314,25 @@ mode_tests! {
         confdir_name_status_asks_the_primary, confdir_name_gc_reaches_every_network;
     Nad: nad_add_check_del, nad_cacheless_del, nad_gc_releases_stale_leases,
         nad_status_asks_the_primary, nad_gc_reaches_every_network;
+}
+
+#[test]
+fn file_api_down_cacheless_del() {
+    require_root!();
+    cacheless_del_with(Mode::File, true);
+}
+
+#[test]
+fn dir_api_down_cacheless_del() {
+    require_root!();
+    cacheless_del_with(Mode::Dir, true);
+}
+
+/// A name: the NAD GET fails, the `confDir` file of that name is used.
+#[test]
+fn confdir_name_api_down_cacheless_del() {
+    require_root!();
+    cacheless_del_with(Mode::ConfDirName, true);
 }
 
 /// A NAD-named primary with the API down: a cache-less DEL resolves the primary from
