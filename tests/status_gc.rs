@@ -1,6 +1,6 @@
 //! The CNI 1.1 verbs with fake delegates: STATUS asks the master (and the readiness
 //! file); GC deletes every cached container the runtime no longer knows and forwards
-//! GC to the master with the runtime's list.
+//! GC to the master with the runtime's list and to each secondary network with its own.
 
 #[macro_use]
 mod common;
