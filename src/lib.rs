@@ -17,6 +17,7 @@ pub mod fsutil;
 pub mod k8s;
 pub mod logging;
 pub mod netns;
+pub mod passthru;
 #[cfg(test)]
 pub mod testing;
 pub mod tools;

@@ -32,6 +32,13 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    if multus::passthru::invoked_as_passthru() {
+        let (doc, code) = multus::passthru::run_from_process();
+        if let Some(doc) = doc {
+            let _ = writeln!(std::io::stdout().lock(), "{doc}");
+        }
+        return ExitCode::from(code as u8);
+    }
     if std::env::var_os("CNI_COMMAND").is_some() {
         let out = multus::commands::run_from_process();
         if let Some(doc) = out.stdout {

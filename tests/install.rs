@@ -254,9 +254,25 @@ fn binary_is_copied_executable() {
     let copy = host.bin_dir().join("multus");
     assert_eq!(mode(&copy), 0o755);
     assert_eq!(fs::metadata(&copy).unwrap().len(), fs::metadata(env!("CARGO_BIN_EXE_multus")).unwrap().len());
-    assert_eq!(fs::read_dir(host.bin_dir()).unwrap().count(), 1, "no temp file left");
+    assert_eq!(fs::read_dir(host.bin_dir()).unwrap().count(), 2, "multus and passthru, no temp file left");
     let version = Command::new(&copy).arg("version").env_remove("CNI_COMMAND").output().unwrap();
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("multus-rs: version:"));
+    // the auxiliary chain's passthru: the same binary under that name
+    let passthru = host.bin_dir().join("passthru");
+    assert_eq!(mode(&passthru), 0o755);
+    let add = Command::new(&passthru)
+        .env("CNI_COMMAND", "ADD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(br#"{"cniVersion":"1.0.0","name":"x","type":"passthru"}"#)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(add.status.success());
+    assert_eq!(String::from_utf8_lossy(&add.stdout).trim(), r#"{"cniVersion":"1.0.0"}"#);
 }
 
 #[test]
@@ -313,6 +329,30 @@ fn waits_for_the_primary_then_gives_up() {
     let out = child.wait_with_output().unwrap();
     assert_success(&out);
     assert_eq!(host.read_json("00-multus.conf")["delegates"][0]["name"], "k8s-pod-network");
+}
+
+/// `--readiness-indicator-file`: no config (so no pod ADD) before the primary network
+/// is ready, as Go's thin entrypoint; a file that never comes is an error.
+#[test]
+fn waits_for_the_readiness_indicator_file_before_the_config() {
+    let host = Host::new();
+    host.write_conf("10-calico.conflist", &calico_conflist());
+    let ready = host.root.path().join("modes-ready");
+    let flag = format!("--readiness-indicator-file={}", ready.display());
+    let out = host.install(&["--once", "--skip-multus-binary-copy", "--wait-timeout", "0.3", &flag]).output().unwrap();
+    assert_fails_with(&out, "readiness indicator file");
+    assert!(!host.conf_dir().join("00-multus.conf").exists());
+
+    let child = host
+        .install(&["--once", "--skip-multus-binary-copy", "--wait-timeout", "20", "--watch-interval", "0.05", &flag])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!host.conf_dir().join("00-multus.conf").exists(), "written before the primary was ready");
+    fs::write(&ready, b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_success(&out);
+    assert_eq!(host.read_json("00-multus.conf")["readinessindicatorfile"], ready.display().to_string());
 }
 
 #[test]

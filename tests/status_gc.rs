@@ -1,6 +1,6 @@
 //! The CNI 1.1 verbs with fake delegates: STATUS asks the master (and the readiness
 //! file); GC deletes every cached container the runtime no longer knows and forwards
-//! GC to the master with the runtime's list.
+//! GC to the master with the runtime's list and to each secondary network with its own.
 
 #[macro_use]
 mod common;
@@ -63,7 +63,8 @@ fn status_without_the_readiness_file_is_50() {
 }
 
 /// Two pods ADDed; GC keeping only the first DELs the second (in reverse, from its
-/// cache) and forwards GC with the runtime's list to the master.
+/// cache) and forwards GC with the runtime's list to the master and with the kept pod's
+/// net1 to the secondary network.
 #[test]
 fn gc_deletes_containers_the_runtime_no_longer_knows() {
     require_root!();
@@ -88,10 +89,15 @@ fn gc_deletes_containers_the_runtime_no_longer_knows() {
         .iter()
         .map(|c| (c["command"].as_str().unwrap(), c["name"].as_str().unwrap(), c["containerId"].as_str().unwrap()))
         .collect();
-    assert_eq!(summary, [("DEL", "fb", stale.as_str()), ("DEL", "fa", stale.as_str()), ("GC", "fa", "")]);
+    assert_eq!(
+        summary,
+        [("DEL", "fb", stale.as_str()), ("DEL", "fa", stale.as_str()), ("GC", "fa", ""), ("GC", "fb", "")]
+    );
     assert_eq!(calls[0]["ifname"], "net1");
     assert!(calls[0]["stdin"]["prevResult"]["ips"].is_array(), "DEL replays the cached result");
     assert_eq!(calls[2]["stdin"]["cni.dev/valid-attachments"], valid);
+    // the secondary network hears of its own attachment of the kept container
+    assert_eq!(calls[3]["stdin"]["cni.dev/valid-attachments"], json!([{"containerID": keep, "ifname": "net1"}]));
     let left = dir.cache_files();
     assert!(left.iter().all(|f| f.contains(&keep)), "{left:?}");
     assert_eq!(left.len(), 3, "{left:?}");

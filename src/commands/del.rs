@@ -7,6 +7,7 @@
 //! back — so it is logged, not returned (the spec: DEL of what is gone succeeds).
 
 use super::Invocation;
+use super::{aux_chain, primary};
 use crate::cache;
 use crate::cni::K8sArgs;
 use crate::delegate::{self, Delegate, PluginExec};
@@ -72,10 +73,13 @@ pub enum Known {
 
 /// No usable scratch cache: the attachments the results cache still records for this
 /// container (each record holds its config bytes); else, when the API answers, the
-/// delegates rebuilt from the pod as ADD would; else the config's static delegates.
+/// delegates rebuilt from the pod as ADD would; else the node's own networks — the
+/// primary and the `defaultNetworks`, resolved in every mode as [`super::primary`]
+/// does (a NAD name with the API down: from `confDir` or this node's scratch caches;
+/// a network nobody can resolve is logged and skipped, the DEL still succeeds).
 /// (Go Multus returns success without deleting anything when the pod is gone, #586.)
 /// The runtime's second DEL (empty netns: the sandbox is gone and the first DEL ran)
-/// does not ask the API: the config's delegates are enough to release what is left.
+/// does not ask the API for the pod: the node's networks are enough to release what is left.
 pub async fn fallback_delegates<E: PluginExec, N>(
     inv: &Invocation<E, N>,
     k8s: &K8sArgs,
@@ -85,21 +89,43 @@ pub async fn fallback_delegates<E: PluginExec, N>(
         tracing::info!("{} deleting {} attachments found in the results cache", k8s.tag(), from_results.len());
         return Ok((from_results, Known::Cached));
     }
-    if k8s.has_pod() && !inv.env.netns.is_empty() {
-        match from_api(inv, k8s).await {
+    let ask_pod = k8s.has_pod() && !inv.env.netns.is_empty();
+    let kube = if ask_pod {
+        let budget = inv.conf.api_timeout().min(DEL_API_BUDGET);
+        Kube::connect(&inv.conf, budget).await.unwrap_or_else(|e| {
+            tracing::warn!("{} no API client: {}", k8s.tag(), e.msg);
+            None
+        })
+    } else {
+        primary::connect_if_needed(inv, true).await
+    };
+    if let (true, Some(kube)) = (ask_pod, &kube) {
+        match from_api(inv, kube, k8s).await {
             Ok(Some(d)) => return Ok((d, Known::Guessed)),
             Ok(None) => {}
             Err(e) => tracing::warn!("{} cannot rebuild the delegates from the API: {}", k8s.tag(), e.msg),
         }
     }
-    Ok((inv.static_delegates()?, Known::Guessed))
+    if inv.conf.cluster_network.is_empty() {
+        return Ok((inv.static_delegates()?, Known::Guessed));
+    }
+    let (found, unresolved) = primary::node_networks(inv, kube.as_ref(), &inv.env.ifname, &k8s.namespace).await;
+    for e in unresolved {
+        tracing::warn!("{} {}: its attachment, if any, is not deleted", k8s.tag(), e.msg);
+    }
+    let mut found = found;
+    aux_chain::append(inv, &mut found)
+        .unwrap_or_else(|e| tracing::warn!("{} auxiliary chain not deleted: {}", k8s.tag(), e.msg));
+    Ok((found, Known::Guessed))
 }
 
-async fn from_api<E: PluginExec, N>(inv: &Invocation<E, N>, k8s: &K8sArgs) -> Result<Option<Vec<Delegate>>> {
-    let budget = inv.conf.api_timeout().min(DEL_API_BUDGET);
-    let Some(kube) = Kube::connect(&inv.conf, budget).await? else { return Ok(None) };
-    let PodLookup::Found(pod) = pod::lookup(&inv.conf, &kube, k8s).await? else { return Ok(None) };
+async fn from_api<E: PluginExec, N>(
+    inv: &Invocation<E, N>,
+    kube: &Kube,
+    k8s: &K8sArgs,
+) -> Result<Option<Vec<Delegate>>> {
+    let PodLookup::Found(pod) = pod::lookup(&inv.conf, kube, k8s).await? else { return Ok(None) };
     // No events on DEL (as Go Multus): the pod is going away.
-    let plan = super::plan::plan(inv, Some(&kube), k8s, Some(&pod)).await?;
+    let plan = super::plan::plan(inv, Some(kube), k8s, Some(&pod)).await?;
     Ok(Some(plan.attachments.into_iter().map(|a| a.delegate).collect()))
 }

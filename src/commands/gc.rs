@@ -4,11 +4,14 @@
 //! the cluster network with its own cache as keep-list, so stale scratch-cache entries
 //! (and the IPs behind them) live forever. Here, when the runtime gives the list: every
 //! cached container not in it is DELeted with what its caches recorded (netns, CNI_ARGS,
-//! config), then its entries are removed; then GC is forwarded to the primary network.
+//! config), then its entries are removed; then GC is forwarded to the primary network
+//! and to every secondary network the caches record, each with its own valid
+//! attachments (`super::gc_plan`), so their IPAM releases what the runtime forgot.
 //! Without a list nothing is removed and nothing is forwarded: deleting live pods'
 //! addresses on a malformed GC would be far worse than keeping a stale entry.
 
 use super::Invocation;
+use super::{gc_plan, primary};
 use crate::cache;
 use crate::cni::{K8sArgs, Version};
 use crate::config::Attachment;
@@ -29,13 +32,29 @@ pub async fn gc<E: PluginExec, N>(inv: &Invocation<E, N>) -> Result<()> {
     }
     // Without the runtime's list there is nothing safe to forward: an empty list would
     // tell the primary network that none of its attachments is valid.
-    if let (Some(valid), Some(primary)) = (&inv.conf.valid_attachments, inv.static_delegates()?.into_iter().next()) {
-        let list = serde_json::to_value(valid).unwrap_or_default();
-        if let Err(e) = delegate::gc_network(&inv.exec, &primary.config, &RuntimeConf::default(), &list).await {
-            errors.push(e);
-        }
+    if let Some(valid) = &inv.conf.valid_attachments {
+        forward(inv, valid, &mut errors).await;
     }
     errors.into_result()
+}
+
+/// GC to the primary network (resolved in any mode) and to every secondary network the
+/// caches record, each with its own valid attachments ([`super::gc_plan`]).
+async fn forward<E: PluginExec, N>(inv: &Invocation<E, N>, valid: &[Attachment], errors: &mut ErrorList) {
+    let kube = primary::connect_if_needed(inv, false).await;
+    let primary_net = match primary::primary(inv, kube.as_ref(), "").await {
+        Ok(m) => m,
+        Err(e) => {
+            errors.push(e.context("GC of the primary network"));
+            None
+        }
+    };
+    for target in gc_plan::targets(&inv.cni_dir(), valid, primary_net.as_ref()) {
+        let list = serde_json::to_value(&target.valid).unwrap_or_default();
+        if let Err(e) = delegate::gc_network(&inv.exec, &target.config, &RuntimeConf::default(), &list).await {
+            errors.push(e.context(format!("GC of network {:?}", target.config.name())));
+        }
+    }
 }
 
 async fn collect_stale<E: PluginExec, N>(inv: &Invocation<E, N>, valid: &[Attachment], errors: &mut ErrorList) {

@@ -4,10 +4,13 @@
 //! code, and `main` prints it.
 
 pub mod add;
+pub mod aux_chain;
 pub mod check;
 pub mod del;
 pub mod gc;
+pub mod gc_plan;
 pub mod plan;
+pub mod primary;
 pub mod status;
 #[cfg(test)]
 mod verb_tests;

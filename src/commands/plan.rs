@@ -98,7 +98,12 @@ pub async fn plan<E: PluginExec, N>(
 ) -> std::result::Result<Plan, PlanError> {
     let slots = slots(inv, kube.is_some(), k8s, pod)?;
     let fetched = fetch_networks(kube, &inv.conf, &slots).await;
-    build(inv, k8s, slots, fetched)
+    let mut plan = build(inv, k8s, slots, fetched)?;
+    // The auxiliary chain (auxiliaryCNIChainName) runs last, after every network.
+    let mut delegates: Vec<Delegate> = Vec::new();
+    super::aux_chain::append_to(inv, plan.attachments.len(), &mut delegates).map_err(|e| e.context(k8s.tag()))?;
+    plan.attachments.extend(delegates.into_iter().map(|delegate| Attachment { delegate, default_route: Vec::new() }));
+    Ok(plan)
 }
 
 /// Step 1: the slots from the config (clusterNetwork + defaultNetworks, or the static

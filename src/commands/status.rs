@@ -1,7 +1,11 @@
 //! STATUS (CNI 1.1): are we ready for ADD? The readiness file must exist and the
-//! primary network must report ready; its own code 50/51 passes through.
+//! primary network — `delegates[0]` or `clusterNetwork` in any of its forms, resolved
+//! by [`super::primary`] — must report ready; its own code 50/51 passes through. A
+//! primary that cannot be resolved (file gone, NAD missing, API down with no local
+//! copy) is code 50: ADD could not attach it either.
 
 use super::Invocation;
+use super::primary;
 use crate::cni::Version;
 use crate::delegate::{self, PluginExec, RuntimeConf};
 use crate::error::{CniError, Result, code};
@@ -19,9 +23,13 @@ pub async fn status<E: PluginExec, N>(inv: &Invocation<E, N>) -> Result<()> {
             format!("the default network is not ready: {file} does not exist"),
         ));
     }
-    let Some(primary) = inv.static_delegates()?.into_iter().next() else {
+    let kube = primary::connect_if_needed(inv, false).await;
+    let primary_net = primary::primary(inv, kube.as_ref(), "")
+        .await
+        .map_err(|e| CniError::new(code::NOT_AVAILABLE, format!("the primary network is not available: {}", e.msg)))?;
+    let Some(primary_net) = primary_net else {
         return Ok(());
     };
     let rt = RuntimeConf::default();
-    delegate::status_network(&inv.exec, &primary.config, &rt).await
+    delegate::status_network(&inv.exec, &primary_net.config, &rt).await
 }

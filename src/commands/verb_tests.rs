@@ -225,7 +225,7 @@ fn status_needs_the_readiness_file_and_passes_the_primary_code_through() {
 }
 
 #[test]
-fn gc_deletes_containers_the_runtime_no_longer_knows_then_forwards_to_the_primary() {
+fn gc_deletes_containers_the_runtime_no_longer_knows_then_forwards_to_every_network() {
     let w = World::new();
     let conf = w.conf(json!({}));
     block_on(add::add(&w.invocation(Command::Add, &conf, "cid-stale"))).expect("ADD stale");
@@ -234,12 +234,16 @@ fn gc_deletes_containers_the_runtime_no_longer_knows_then_forwards_to_the_primar
     let inv = w.invocation(Command::Gc, &w.conf(json!({"cni.dev/valid-attachments": valid})), CID);
     block_on(gc::gc(&inv)).expect("GC");
     let mut expected: Vec<_> = PLUGINS.iter().rev().map(|(p, i)| call(Command::Del, p, i)).collect();
-    expected.push(call(Command::Gc, "ptp", ""));
+    // The primary with the runtime's list, then each secondary network the caches
+    // record with the live container's own attachment of it.
+    expected.extend([call(Command::Gc, "ptp", ""), call(Command::Gc, "macvlan", ""), call(Command::Gc, "bridge", "")]);
     assert_eq!(calls(&inv), expected);
     assert!(!scratch_cache_exists(&w.cni_dir(), "cid-stale"));
     assert!(scratch_cache_exists(&w.cni_dir(), "cid-live"), "the live container is kept");
-    let gc_call = inv.exec.calls().pop().expect("GC call");
-    assert_eq!(gc_call.stdin["cni.dev/valid-attachments"], valid);
+    let gc_calls: Vec<_> = inv.exec.calls().into_iter().filter(|c| c.command == Command::Gc).collect();
+    assert_eq!(gc_calls[0].stdin["cni.dev/valid-attachments"], valid);
+    assert_eq!(gc_calls[1].stdin["cni.dev/valid-attachments"], json!([{"containerID": "cid-live", "ifname": "net1"}]));
+    assert_eq!(gc_calls[2].stdin["cni.dev/valid-attachments"], json!([{"containerID": "cid-live", "ifname": "net2"}]));
 }
 
 /// The stand-in with pod `default/web` selecting `macvlan-conf@data0`.

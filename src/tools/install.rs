@@ -289,6 +289,21 @@ impl Installer {
         }
         self.sync_kubeconfig()?;
         let deadline = Instant::now() + self.opts.wait_timeout;
+        // As Go's thin entrypoint: no config (so no pod ADD) before the primary network
+        // says it is ready.
+        if let Some(file) = self.opts.readiness_indicator_file.clone().filter(|f| !f.is_empty()) {
+            tracing::info!("waiting for the readiness indicator file {file}");
+            while !Path::new(&file).exists() {
+                ensure!(
+                    Instant::now() < deadline,
+                    "readiness indicator file {file} did not appear within --wait-timeout {:?}",
+                    self.opts.wait_timeout
+                );
+                if !signals::sleep(self.opts.watch_interval.min(deadline.saturating_duration_since(Instant::now()))) {
+                    return Ok(());
+                }
+            }
+        }
         loop {
             if self.sync_config()? != Synced::NoPrimary {
                 return Ok(());
@@ -453,13 +468,17 @@ fn write_if_changed(path: &Path, data: &[u8], mode: u32) -> Result<bool> {
 fn install_binary(bin_dir: &Path) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot locate the running executable")?;
     let data = fs::read(&exe).with_context(|| format!("cannot read {}", exe.display()))?;
-    let dest = bin_dir.join(BINARY_NAME);
-    fsutil::write_atomic(&dest, &data, 0o755).with_context(|| format!("cannot write {}", dest.display()))?;
-    // The temp file's mode went through the umask; runtimes only need root to execute it,
-    // but 0755 is what every CNI binary has.
-    fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("cannot chmod {}", dest.display()))?;
-    Ok(dest)
+    // `passthru` too (the auxiliary chain's first plugin): the same binary answers as it
+    // under that name, as Go's installer copies its own.
+    for name in [crate::commands::aux_chain::PASSTHRU, BINARY_NAME] {
+        let dest = bin_dir.join(name);
+        fsutil::write_atomic(&dest, &data, 0o755).with_context(|| format!("cannot write {}", dest.display()))?;
+        // The temp file's mode went through the umask; runtimes only need root to execute
+        // it, but 0755 is what every CNI binary has.
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("cannot chmod {}", dest.display()))?;
+    }
+    Ok(bin_dir.join(BINARY_NAME))
 }
 
 // ---------------------------------------------------------------------------------------
