@@ -91,7 +91,7 @@ impl Kube {
         if cfg.cluster_url.scheme_str() == Some("http") && cfg.root_cert.is_none() {
             cfg.root_cert = Some(Vec::new());
         }
-        let client = Client::try_from(cfg)
+        let client = super::transport::client(&cfg, per_request)
             .map_err(|e| CniError::new(code::KUBERNETES, format!("cannot build the Kubernetes client: {e}")))?;
         Ok(Some(Kube { client, budget, deadline: Cell::new(deadline) }))
     }
