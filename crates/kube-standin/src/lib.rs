@@ -373,6 +373,11 @@ impl StandIn {
         self.lock().denied.insert((verb.to_owned(), resource.to_owned()));
     }
 
+    /// Undoes [`StandIn::deny`].
+    pub fn allow(&self, verb: &str, resource: &str) {
+        self.lock().denied.remove(&(verb.to_owned(), resource.to_owned()));
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
     }
