@@ -72,10 +72,10 @@ fn one_connection_and_one_tls_handshake_per_add_both_rbac_variants() {
         assert!(!verbs.contains(&"patch pods".to_string()), "the 403 is paid once per node: {verbs:?}");
         assert_eq!(requests.len(), granted_patch, "as many requests as with `patch pods`: {verbs:?}");
     }
-    let status = api.standin.pod("default", "pod-1").unwrap()["metadata"]["annotations"]
-        ["k8s.v1.cni.cncf.io/network-status"]
-        .as_str()
-        .map(str::to_owned)
-        .unwrap_or_default();
+    let status =
+        api.standin.pod("default", "pod-1").unwrap()["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_default();
     assert!(status.contains("tlsnet-b"), "the status was written: {status}");
 }

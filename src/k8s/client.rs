@@ -6,6 +6,7 @@
 //! 1000 s, far past any runtime's deadline. Credentials are read from the kubeconfig on
 //! every invocation, so rotated service-account tokens keep working.
 
+use super::status::{STATUS_WRITE_HINT, StatusWrite};
 use crate::config::MultusConf;
 use crate::error::{CniError, Result, code};
 use k8s_openapi::api::core::v1::{Event, Pod};
@@ -13,10 +14,9 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::Value;
-use super::status::{STATUS_WRITE_HINT, StatusWrite};
 use std::cell::{Cell, RefCell};
-use std::path::PathBuf;
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The longest a single request may take, whatever the budget left.
@@ -268,9 +268,10 @@ impl Kube {
         annotations: &serde_json::Map<String, Value>,
     ) -> std::result::Result<(), (CniError, Option<u16>)> {
         // The pod read at the start of this ADD, if that is the one we write.
-        let mut base = self.read_pod.take().filter(|p| {
-            p.metadata.name.as_deref() == Some(name) && p.metadata.namespace.as_deref() == Some(namespace)
-        });
+        let mut base = self
+            .read_pod
+            .take()
+            .filter(|p| p.metadata.name.as_deref() == Some(name) && p.metadata.namespace.as_deref() == Some(namespace));
         for _ in 0..5 {
             let read = match base.take() {
                 Some(pod) => Some(pod),

@@ -31,7 +31,8 @@ pub fn client(cfg: &Config, connect_timeout: Duration) -> kube::Result<Client> {
     tcp.set_nodelay(true);
     tcp.set_connect_timeout(Some(connect_timeout));
 
-    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(cfg.rustls_client_config()?).https_or_http();
+    let builder =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(cfg.rustls_client_config()?).https_or_http();
     let builder = match &cfg.tls_server_name {
         Some(name) => {
             let name = rustls::pki_types::ServerName::try_from(name.clone())

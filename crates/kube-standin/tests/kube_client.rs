@@ -123,8 +123,11 @@ async fn https_trusts_only_the_kubeconfig_ca_and_records_handshakes() {
     let (other, _dir2) = {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("kubeconfig");
-        std::fs::write(&path, std::fs::read_to_string(_dir.path().join("kubeconfig")).unwrap().replace("kc-token", "nope"))
-            .unwrap();
+        std::fs::write(
+            &path,
+            std::fs::read_to_string(_dir.path().join("kubeconfig")).unwrap().replace("kc-token", "nope"),
+        )
+        .unwrap();
         let kc = Kubeconfig::read_from(&path).expect("read");
         let mut cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
         cfg.default_retry = false;

@@ -283,9 +283,8 @@ fn own_peak_rss(pid: u32) -> i64 {
         }
         let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::zeroed();
         // SAFETY: our own child's pid and a pointer to a live local.
-        let r = unsafe {
-            libc::waitid(libc::P_PID, pid, info.as_mut_ptr(), libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)
-        };
+        let r =
+            unsafe { libc::waitid(libc::P_PID, pid, info.as_mut_ptr(), libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) };
         // SAFETY: zeroed, then filled by waitid when a child changed state.
         let exited = r != 0 || unsafe { info.assume_init().si_pid() } != 0;
         if exited {
@@ -438,8 +437,7 @@ fn measure(env: &Env, s: Scenario, iterations: usize) -> Measured {
 
 /// `concurrent` pods ADDed at once, then DELed at once: pods per second.
 fn throughput(env: &Env, concurrent: usize) -> (f64, f64, f64) {
-    let s =
-        Scenario {
+    let s = Scenario {
         tmpfs_cache: false,
         delegates: Delegates::Real,
         nads: 1,
