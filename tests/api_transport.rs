@@ -79,3 +79,30 @@ fn one_connection_and_one_tls_handshake_per_add_both_rbac_variants() {
             .unwrap_or_default();
     assert!(status.contains("tlsnet-b"), "the status was written: {status}");
 }
+
+/// With the pod's annotations passed by the runtime there is no pod GET to open the
+/// connection first: the NAD GETs start together, yet share one connection.
+#[test]
+fn concurrent_first_requests_share_one_connection() {
+    let ns = Netns::new();
+    let dir = TestDir::new().with_fake();
+    let api = Api::start(&dir);
+    for n in ["tlsnet-c", "tlsnet-d", "tlsnet-e"] {
+        api.add_nad("default", n, &dir.fake(n, "1.0.0", json!({})));
+    }
+    let annotations = json!({"k8s.v1.cni.cncf.io/networks": "tlsnet-c,tlsnet-d,tlsnet-e"});
+    api.add_pod("default", "pod-1", "uid-1", annotations.clone());
+    let conf = dir.multus_conf(
+        "1.0.0",
+        vec![dir.fake("tlsnet-cluster", "1.0.0", json!({}))],
+        json!({"kubeconfig": api.kubeconfig, "apiTimeoutSeconds": 20,
+               "capabilities": {"io.kubernetes.cri.pod-annotations": true},
+               "runtimeConfig": {"io.kubernetes.cri.pod-annotations": annotations}}),
+    );
+    Invocation::new("ADD", &format!("tls-{}", unique("c")), &ns.path).run_json(&conf).ok();
+    let (connections, requests) = per_add(&api);
+    let verbs: Vec<_> = requests.iter().map(|r| format!("{} {}", r.verb, r.resource)).collect();
+    assert!(!verbs.contains(&"get pods".to_string()), "annotations came from the runtime: {verbs:?}");
+    assert_eq!(verbs.iter().filter(|v| *v == "get network-attachment-definitions").count(), 3, "{verbs:?}");
+    assert_eq!(connections.len(), 1, "one connection, one TLS handshake: {connections:?}");
+}

@@ -20,7 +20,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use kube::client::ConfigExt;
 use kube::{Client, Config};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio::sync::watch;
 use tower::{BoxError, ServiceBuilder};
 
 /// The kube client over a fast transport. `connect_timeout` bounds each TCP connect;
@@ -43,6 +46,19 @@ pub fn client(cfg: &Config, connect_timeout: Duration) -> kube::Result<Client> {
     };
     let https = builder.enable_all_versions().wrap_connector(tcp);
     let pool = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
+    // Until a first request has been answered, the pool cannot know the server speaks
+    // HTTP/2 (ALPN is only learnt in the handshake), so requests sent together at the
+    // start (NAD GETs with runtime-passed annotations, the status write with events)
+    // would each open a connection and pay a handshake. Hold them until the first answer;
+    // after that they share its connection.
+    let gate = Arc::new(FirstRequestGate::new());
+    let pool = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let (pool, gate) = (pool.clone(), Arc::clone(&gate));
+        async move {
+            let _leader = gate.enter().await;
+            pool.request(req).await
+        }
+    });
 
     let service = ServiceBuilder::new()
         .layer(cfg.base_uri_layer())
@@ -51,4 +67,36 @@ pub fn client(cfg: &Config, connect_timeout: Duration) -> kube::Result<Client> {
         .map_err(BoxError::from)
         .service(pool);
     Ok(Client::new(service, cfg.default_namespace.clone()))
+}
+
+/// Lets the first request through alone; the others wait until it has finished
+/// (answered, failed or cancelled).
+struct FirstRequestGate {
+    taken: AtomicBool,
+    done: watch::Sender<bool>,
+}
+
+/// Held by the first request; dropping it opens the gate.
+struct Leader<'a>(&'a watch::Sender<bool>);
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl FirstRequestGate {
+    fn new() -> FirstRequestGate {
+        FirstRequestGate { taken: AtomicBool::new(false), done: watch::Sender::new(false) }
+    }
+
+    async fn enter(&self) -> Option<Leader<'_>> {
+        if !self.taken.swap(true, Ordering::AcqRel) {
+            return Some(Leader(&self.done));
+        }
+        let mut opened = self.done.subscribe();
+        // The sender lives as long as `self`: `wait_for` cannot fail here.
+        let _ = opened.wait_for(|done| *done).await;
+        None
+    }
 }
