@@ -3,6 +3,7 @@
 //! multiplexing the concurrent NAD GETs, and with Go Multus' stock ClusterRole (no
 //! `patch` on pods) the 403 paid once per node, not on every ADD. Counts, never times.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -28,6 +29,7 @@ fn per_add(api: &Api) -> (Vec<kube_standin::ConnectionRecord>, Vec<kube_standin:
 
 #[test]
 fn one_connection_and_one_tls_handshake_per_add_both_rbac_variants() {
+    require_root!();
     let ns = Netns::new();
     let dir = TestDir::new().with_fake();
     let api = Api::start(&dir);
@@ -84,6 +86,7 @@ fn one_connection_and_one_tls_handshake_per_add_both_rbac_variants() {
 /// connection first: the NAD GETs start together, yet share one connection.
 #[test]
 fn concurrent_first_requests_share_one_connection() {
+    require_root!();
     let ns = Netns::new();
     let dir = TestDir::new().with_fake();
     let api = Api::start(&dir);
