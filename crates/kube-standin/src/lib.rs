@@ -3,7 +3,12 @@
 //! It speaks the real kube-apiserver REST shapes for the handful of resources
 //! multus-rs touches (Pods and `pods/status`, NetworkAttachmentDefinitions,
 //! core/v1 and events.k8s.io/v1 Events, SelfSubjectAccessReviews, `/version`),
-//! with real JSON merge patch, real `Status` bodies and real status codes.
+//! with real JSON merge patch, real `Status` bodies and real status codes, over
+//! the real transport: HTTPS by default (a CA and serving certificate made at
+//! start, SAN 127.0.0.1/::1/localhost; HTTP/2 or HTTP/1.1 by ALPN), a bearer token
+//! required once a kubeconfig is written, RBAC-like 403s ([`StandIn::deny`]), and
+//! a record of every connection and TLS handshake ([`StandIn::connections`]).
+//! Plain HTTP stays available ([`Transport::Http`], `--plain-http`).
 //! Tests use it in-process through [`StandIn`]; `make demo` runs the
 //! `kube-standin` binary, which adds nothing but flags and signal handling.
 //!
