@@ -39,16 +39,20 @@ ip -n "$PREFIX-node2" link set eth1 up
 echo "node1: $(ip -n $PREFIX-node1 -br link show eth1)"
 echo "node2: $(ip -n $PREFIX-node2 -br link show eth1)"
 
-say "Kubernetes API stand-in with examples/k8s (reachable on 127.0.0.1 inside each node)"
-"$STANDIN" --listen 127.0.0.1:0 --load examples/k8s \
+say "Kubernetes API stand-in with examples/k8s over HTTPS + token (reachable on 127.0.0.1 inside each node)"
+TOKEN=demo-token
+"$STANDIN" --listen 127.0.0.1:0 --load examples/k8s --token "$TOKEN" --ca-out "$WORK/ca.crt" \
   --also-listen-in-netns "/var/run/netns/$PREFIX-node1" --also-listen-in-netns "/var/run/netns/$PREFIX-node2" \
   --kubeconfig-out "$WORK/kubeconfig" --addr-file "$WORK/api" 2>"$WORK/standin.log" &
 echo $! > "$WORK/standin.pid"
 for _ in $(seq 100); do [ -s "$WORK/api" ] && break; sleep 0.05; done
 API=$(cat "$WORK/api")
-echo "API: $API"
-curl -s "$API/apis/k8s.cni.cncf.io/v1/network-attachment-definitions" | jq -r '.items[] | "NAD \(.metadata.namespace)/\(.metadata.name)"'
-curl -s -X DELETE "$API/_standin/requests" >/dev/null   # from here on, only the plugin's requests
+echo "API: $API (CA $WORK/ca.crt, bearer token)"
+# curl as a client of the API: the stand-in's CA and the token.
+kcurl() { curl -s --cacert "$WORK/ca.crt" -H "Authorization: Bearer $TOKEN" "$@"; }
+kcurl "$API/apis/k8s.cni.cncf.io/v1/network-attachment-definitions" | jq -r '.items[] | "NAD \(.metadata.namespace)/\(.metadata.name)"'
+kcurl -X DELETE "$API/_standin/requests" >/dev/null   # from here on, only the plugin's requests
+kcurl -X DELETE "$API/_standin/connections" >/dev/null
 
 node_conf() { # $1 = node number
   cat <<JSON
@@ -74,7 +78,7 @@ JSON
 
 cni() { # $1 = command, $2 = node number, $3 = pod name, $4 = netns path
   local uid
-  uid=$(curl -s "$API/_standin/pods/default/$3" | jq -r '.metadata.uid // ""')
+  uid=$(kcurl "$API/_standin/pods/default/$3" | jq -r '.metadata.uid // ""')
   node_conf "$2" | ip netns exec "$PREFIX-node$2" env -i PATH="$PATH" \
     CNI_COMMAND="$1" CNI_CONTAINERID="demo-$3" CNI_NETNS="$4" CNI_IFNAME=eth0 CNI_PATH="$CNI_BIN" \
     CNI_ARGS="K8S_POD_UID=$uid;IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=$3;K8S_POD_INFRA_CONTAINER_ID=demo-$3" \
@@ -93,11 +97,11 @@ for i in 1 2; do
   say "pod$i: interfaces"
   ip -n "$PREFIX-pod$i" -br addr show | grep -v '^lo'
   say "pod$i: k8s.v1.cni.cncf.io/network-status"
-  curl -s "$API/_standin/pods/default/pod$i" | jq -r '.metadata.annotations["k8s.v1.cni.cncf.io/network-status"]'
+  kcurl "$API/_standin/pods/default/pod$i" | jq -r '.metadata.annotations["k8s.v1.cni.cncf.io/network-status"]'
 done
 
 say "Events (kubectl describe pod)"
-curl -s "$API/_standin/events" | jq -r '.[] | "\(.involvedObject.name)\t\(.type)\t\(.reason)\t\(.source.component)\t\(.message)"'
+kcurl "$API/_standin/events" | jq -r '.[] | "\(.involvedObject.name)\t\(.type)\t\(.reason)\t\(.source.component)\t\(.message)"'
 
 say "ping 10.1.1.102 from pod1 over net1 (node1 eth1 -> node2 eth1)"
 ip netns exec "$PREFIX-pod1" ping -c 3 -W 2 -I net1 10.1.1.102
@@ -119,5 +123,6 @@ for i in 1 2; do
   [ "$links" = 0 ] && [ "$leases" = 0 ] && [ "$caches" = 0 ] || { echo "LEAK on pod$i"; exit 1; }
 done
 say "API requests the plugin made"
-curl -s "$API/_standin/requests" | jq -r '.[] | "\(.method) \(.path)"' | sort | uniq -c
+kcurl "$API/_standin/requests" | jq -r '.[] | "\(.method) \(.path)"' | sort | uniq -c
+echo "plugin connections to the API: $(kcurl "$API/_standin/connections" | jq '[.[] | select(.api_requests > 0)] | length'), TLS handshakes: $(kcurl "$API/_standin/connections" | jq '[.[] | select(.api_requests > 0 and .tls_handshake)] | length'), ALPN: $(kcurl "$API/_standin/connections" | jq -r '[.[] | select(.api_requests > 0) | .alpn] | unique | join(",")')"
 say "demo finished: the cleanup removes every namespace, link and file it made"

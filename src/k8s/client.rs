@@ -6,6 +6,7 @@
 //! 1000 s, far past any runtime's deadline. Credentials are read from the kubeconfig on
 //! every invocation, so rotated service-account tokens keep working.
 
+use super::status::{STATUS_WRITE_HINT, StatusWrite};
 use crate::config::MultusConf;
 use crate::error::{CniError, Result, code};
 use k8s_openapi::api::core::v1::{Event, Pod};
@@ -13,8 +14,9 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::Value;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The longest a single request may take, whatever the budget left.
@@ -26,6 +28,13 @@ pub struct Kube {
     budget: Duration,
     /// When the current phase's budget runs out; see [`Kube::start_phase`].
     deadline: Cell<Instant>,
+    /// `<cniDir>/.status-write-method`: how this node's RBAC lets us write the status
+    /// ([`StatusWrite`]); `None` for clients built by tools and tests.
+    status_hint: Option<PathBuf>,
+    /// The pod as [`Kube::get_pod`] last read it: the base of a `PUT pods/status`, so the
+    /// status write costs one request, not a GET + PUT (its resourceVersion makes a
+    /// stale base a 409, and the 409 a fresh GET).
+    read_pod: RefCell<Option<Pod>>,
 }
 
 /// The pod we set up was deleted and recreated under the same name meanwhile.
@@ -91,9 +100,10 @@ impl Kube {
         if cfg.cluster_url.scheme_str() == Some("http") && cfg.root_cert.is_none() {
             cfg.root_cert = Some(Vec::new());
         }
-        let client = Client::try_from(cfg)
+        let client = super::transport::client(&cfg, per_request)
             .map_err(|e| CniError::new(code::KUBERNETES, format!("cannot build the Kubernetes client: {e}")))?;
-        Ok(Some(Kube { client, budget, deadline: Cell::new(deadline) }))
+        let status_hint = Some(std::path::Path::new(&conf.cni_dir).join(STATUS_WRITE_HINT));
+        Ok(Some(Kube { client, budget, deadline: Cell::new(deadline), status_hint, read_pod: RefCell::new(None) }))
     }
 
     pub fn remaining(&self) -> Duration {
@@ -162,7 +172,12 @@ impl Kube {
     /// The pod, or `None` when the API says it does not exist.
     pub async fn get_pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        self.retrying(&format!("error getting pod {namespace}/{name}"), || api.get_opt(name)).await.map_err(|(e, _)| e)
+        let pod = self
+            .retrying(&format!("error getting pod {namespace}/{name}"), || api.get_opt(name))
+            .await
+            .map_err(|(e, _)| e)?;
+        self.read_pod.replace(pod.clone());
+        Ok(pod)
     }
 
     /// A NetworkAttachmentDefinition, or `None` when it does not exist.
@@ -178,7 +193,8 @@ impl Kube {
     /// Set pod annotations with one JSON merge-patch (no read-modify-write race,
     /// Multus #855). A pod that is gone is not an error. When the ClusterRole in place
     /// is Go Multus' stock one (no `patch` on pods: 403), fall back to what Go Multus
-    /// does: GET + update of `pods/status`, retried on conflict.
+    /// does: an update of `pods/status`, retried on conflict — and remember that on
+    /// this node ([`StatusWrite`]) so later ADDs skip the request known to fail.
     ///
     /// With `uid`, the write only applies to that incarnation of the pod: the patch
     /// carries `metadata.uid` as a precondition (the apiserver answers 409 when the pod
@@ -192,12 +208,20 @@ impl Kube {
         annotations: &serde_json::Map<String, Value>,
     ) -> Result<()> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let what = format!("error setting the network status of pod {namespace}/{name}");
+        let learnt = self.status_hint.as_deref().map_or(StatusWrite::MergePatch, StatusWrite::learnt);
+        if learnt == StatusWrite::UpdateStatus {
+            match self.update_status_annotations(&api, &what, namespace, name, uid, annotations).await {
+                // The ClusterRole changed: forget the hint, try the merge patch.
+                Err((_, Some(403))) => self.remember(StatusWrite::MergePatch),
+                done => return done.map_err(|(e, _)| e),
+            }
+        }
         let mut metadata = serde_json::json!({ "annotations": annotations });
         if let Some(uid) = uid {
             metadata["uid"] = uid.into();
         }
         let patch = serde_json::json!({ "metadata": metadata });
-        let what = format!("error setting the network status of pod {namespace}/{name}");
         let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
         match self.retrying(&what, || api.patch(name, &params, &patch)).await {
             Ok(_) => Ok(()),
@@ -206,8 +230,20 @@ impl Kube {
                 Ok(())
             }
             Err((e, Some(409))) if uid.is_some() => Err(replaced(namespace, name, uid, &e.msg)),
-            Err((_, Some(403))) => self.update_status_annotations(&api, &what, namespace, name, uid, annotations).await,
+            Err((_, Some(403))) => {
+                let updated = self.update_status_annotations(&api, &what, namespace, name, uid, annotations).await;
+                if updated.is_ok() {
+                    self.remember(StatusWrite::UpdateStatus);
+                }
+                updated.map_err(|(e, _)| e)
+            }
             Err((e, _)) => Err(e),
+        }
+    }
+
+    fn remember(&self, method: StatusWrite) {
+        if let Some(path) = &self.status_hint {
+            method.remember(path);
         }
     }
 
@@ -219,16 +255,25 @@ impl Kube {
         name: &str,
         uid: Option<&str>,
         annotations: &serde_json::Map<String, Value>,
-    ) -> Result<()> {
+    ) -> std::result::Result<(), (CniError, Option<u16>)> {
+        // The pod read at the start of this ADD, if that is the one we write.
+        let mut base = self
+            .read_pod
+            .take()
+            .filter(|p| p.metadata.name.as_deref() == Some(name) && p.metadata.namespace.as_deref() == Some(namespace));
         for _ in 0..5 {
-            let Some(mut pod) = self.retrying(what, || api.get_opt(name)).await.map_err(|(e, _)| e)? else {
+            let read = match base.take() {
+                Some(pod) => Some(pod),
+                None => self.retrying(what, || api.get_opt(name)).await?,
+            };
+            let Some(mut pod) = read else {
                 return Ok(());
             };
             let found = pod.metadata.uid.as_deref().unwrap_or_default();
             if let Some(uid) = uid
                 && uid != found
             {
-                return Err(replaced(namespace, name, Some(uid), &format!("the API has UID {found:?}")));
+                return Err((replaced(namespace, name, Some(uid), &format!("the API has UID {found:?}")), None));
             }
             let anns = pod.metadata.annotations.get_or_insert_with(Default::default);
             for (k, v) in annotations {
@@ -239,10 +284,10 @@ impl Kube {
                 Ok(_) => return Ok(()),
                 Err((_, Some(409))) => continue,
                 Err((_, Some(404))) => return Ok(()),
-                Err((e, _)) => return Err(e),
+                Err(failed) => return Err(failed),
             }
         }
-        Err(CniError::new(code::TRY_AGAIN_LATER, format!("{what}: conflict after 5 attempts")))
+        Err((CniError::new(code::TRY_AGAIN_LATER, format!("{what}: conflict after 5 attempts")), None))
     }
 
     /// Create a core/v1 Event (best effort: the caller bounds it and logs failures).

@@ -5,3 +5,4 @@ pub mod nad;
 pub mod pod;
 pub mod selection;
 pub mod status;
+pub mod transport;

@@ -139,6 +139,61 @@ pub fn added_interface_message(ifname: &str, result: &CniResult, name: &str) -> 
     format!("Add {ifname} [{}]{from}", ips.join(" "))
 }
 
+/// How this node's ClusterRole lets the plugin write the network status, learnt once
+/// per node: Go Multus' stock ClusterRole has no `patch` on pods, so the merge patch
+/// gets 403 and the GET + `PUT pods/status` fallback follows — on every ADD, one request
+/// known to fail. After the first 403 the plugin records [`StatusWrite::UpdateStatus`]
+/// in `<cniDir>/.status-write-method` and later ADDs go straight to the fallback; a 403
+/// there (the ClusterRole changed) removes the hint and tries the patch again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusWrite {
+    /// One merge patch of the pod (needs `patch pods`): the fastest path.
+    MergePatch,
+    /// `PUT pods/status` with the pod read before (needs `update pods/status`).
+    UpdateStatus,
+}
+
+/// The hint's file name in cniDir: a dot file, so the cache's GC never takes it for a
+/// container's scratch cache.
+pub const STATUS_WRITE_HINT: &str = ".status-write-method";
+const UPDATE_STATUS: &str = "update-pods-status";
+
+impl StatusWrite {
+    /// The method the hint names; `MergePatch` when there is no (usable) hint. The file
+    /// is opened without following symlinks and must be a small regular file.
+    pub fn learnt(path: &std::path::Path) -> StatusWrite {
+        use std::io::Read as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(path);
+        let Ok(file) = opened else { return StatusWrite::MergePatch };
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return StatusWrite::MergePatch;
+        }
+        let mut text = String::new();
+        // A tampered file is at most 64 bytes of our time.
+        if file.take(64).read_to_string(&mut text).is_err() {
+            return StatusWrite::MergePatch;
+        }
+        if text.trim() == UPDATE_STATUS { StatusWrite::UpdateStatus } else { StatusWrite::MergePatch }
+    }
+
+    /// Remember `self` for the next ADDs on this node (best effort: a failure only costs
+    /// the next ADD one request). Written atomically, mode 0600; `MergePatch`, the
+    /// default, removes the hint.
+    pub fn remember(self, path: &std::path::Path) {
+        let written = match self {
+            StatusWrite::UpdateStatus => crate::fsutil::write_atomic_deferred(path, UPDATE_STATUS.as_bytes(), 0o600),
+            StatusWrite::MergePatch => crate::fsutil::remove_if_exists(path),
+        };
+        if let Err(e) = written {
+            tracing::warn!("cannot record the status write method in {}: {e}", path.display());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +201,34 @@ mod tests {
 
     fn result(v: serde_json::Value) -> CniResult {
         CniResult::from_value(&v, "1.0.0").unwrap()
+    }
+
+    #[test]
+    fn status_write_hint_round_trip_and_tampering() {
+        let dir = tempfile::tempdir().unwrap();
+        let hint = dir.path().join(STATUS_WRITE_HINT);
+        assert_eq!(StatusWrite::learnt(&hint), StatusWrite::MergePatch, "no hint: the fast path");
+        StatusWrite::UpdateStatus.remember(&hint);
+        assert_eq!(StatusWrite::learnt(&hint), StatusWrite::UpdateStatus);
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&hint).unwrap().permissions().mode() & 0o777, 0o600);
+        StatusWrite::MergePatch.remember(&hint);
+        assert!(!hint.exists());
+        // A symlink to a file that says the right words is not followed.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, UPDATE_STATUS).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &hint).unwrap();
+        assert_eq!(StatusWrite::learnt(&hint), StatusWrite::MergePatch);
+        std::fs::remove_file(&hint).unwrap();
+        // A FIFO does not block, a directory is not a hint, garbage is not a hint.
+        nix::unistd::mkfifo(&hint, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(StatusWrite::learnt(&hint), StatusWrite::MergePatch);
+        std::fs::remove_file(&hint).unwrap();
+        std::fs::create_dir(&hint).unwrap();
+        assert_eq!(StatusWrite::learnt(&hint), StatusWrite::MergePatch);
+        std::fs::remove_dir(&hint).unwrap();
+        std::fs::write(&hint, "x".repeat(1 << 20)).unwrap();
+        assert_eq!(StatusWrite::learnt(&hint), StatusWrite::MergePatch);
     }
 
     #[test]

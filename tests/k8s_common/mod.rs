@@ -516,6 +516,8 @@ impl World {
     pub fn cache_files(&self) -> Vec<String> {
         let mut found = Vec::new();
         walk(&self.path("multus"), &mut found);
+        // The node's learnt status write method is node state, not a container's.
+        found.retain(|f| !f.ends_with("/.status-write-method"));
         found
     }
 

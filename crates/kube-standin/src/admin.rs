@@ -34,6 +34,11 @@ pub(crate) fn serve(state: &Mutex<State>, method: &str, path: &str, body: &[u8])
             state.requests.clear();
             done()
         }
+        ("GET", ["connections"]) => Reply::ok(json!(state.connections)),
+        ("DELETE", ["connections"]) => {
+            state.connections.clear();
+            done()
+        }
         ("GET", ["events"]) => Reply::ok(Value::Array(state.events())),
         ("POST", ["faults"]) => parse(body).map_or_else(identity, |fault: Fault| {
             state.faults.push(fault);

@@ -47,16 +47,23 @@ fn extension(path: &Path) -> &str {
 }
 
 /// A kubeconfig with one cluster, user and context, all named `standin`.
-pub(crate) fn kubeconfig(server: &str, token: &str) -> String {
+pub(crate) fn kubeconfig(server: &str, token: &str, ca_pem: Option<&str>) -> String {
+    use base64::Engine as _;
     // JSON string literals are valid YAML double-quoted scalars.
     let quote = |s: &str| Value::from(s).to_string();
+    let ca = ca_pem
+        .map(|pem| {
+            let data = base64::engine::general_purpose::STANDARD.encode(pem);
+            format!("\n    certificate-authority-data: {data}")
+        })
+        .unwrap_or_default();
     format!(
         "apiVersion: v1
 kind: Config
 clusters:
 - name: standin
   cluster:
-    server: {server}
+    server: {server}{ca}
 users:
 - name: standin
   user:

@@ -3,7 +3,12 @@
 //! It speaks the real kube-apiserver REST shapes for the handful of resources
 //! multus-rs touches (Pods and `pods/status`, NetworkAttachmentDefinitions,
 //! core/v1 and events.k8s.io/v1 Events, SelfSubjectAccessReviews, `/version`),
-//! with real JSON merge patch, real `Status` bodies and real status codes.
+//! with real JSON merge patch, real `Status` bodies and real status codes, over
+//! the real transport: HTTPS by default (a CA and serving certificate made at
+//! start, SAN 127.0.0.1/::1/localhost; HTTP/2 or HTTP/1.1 by ALPN), a bearer token
+//! required once a kubeconfig is written, RBAC-like 403s ([`StandIn::deny`]), and
+//! a record of every connection and TLS handshake ([`StandIn::connections`]).
+//! Plain HTTP stays available ([`Transport::Http`], `--plain-http`).
 //! Tests use it in-process through [`StandIn`]; `make demo` runs the
 //! `kube-standin` binary, which adds nothing but flags and signal handling.
 //!
@@ -24,6 +29,7 @@ mod api;
 mod files;
 mod server;
 mod state;
+mod tls;
 
 /// A version-4-shaped UUID, as the stand-in gives new objects (tools use it for pods too).
 pub use state::new_uid;
@@ -47,6 +53,8 @@ use state::{Kind, State};
 pub struct StandIn {
     state: Arc<Mutex<State>>,
     addr: SocketAddr,
+    /// `None` when serving plain HTTP.
+    tls: Option<Arc<tls::Tls>>,
     /// Dropping this sender tells the accept loop to stop.
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -72,6 +80,27 @@ pub struct RecordedRequest {
     /// tell which requests waited for which).
     #[serde(default)]
     pub arrived_us: u64,
+    /// The id of the connection it came on (see [`ConnectionRecord`]).
+    #[serde(default)]
+    pub connection: u64,
+}
+
+/// One accepted TCP connection (admin-only connections included: tell them apart by
+/// `api_requests`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionRecord {
+    /// Serial number, from 1, in accept order.
+    pub id: u64,
+    /// The client's address and port: one client process, one or more connections.
+    pub peer: String,
+    /// When it was accepted: microseconds since the Unix epoch.
+    pub opened_us: u64,
+    /// A TLS handshake completed on it (always false on a plain-HTTP server).
+    pub tls_handshake: bool,
+    /// The protocol ALPN settled on (`h2`, `http/1.1`), if the client offered any.
+    pub alpn: Option<String>,
+    /// API requests served on it (admin calls are not counted).
+    pub api_requests: u64,
 }
 
 /// A fault to inject into matching API requests.
@@ -137,30 +166,57 @@ impl Fault {
     }
 }
 
+/// How the stand-in talks: HTTPS like a real kube-apiserver (the default), or plain
+/// HTTP (e.g. behind `kubectl proxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Https,
+    Http,
+}
+
 impl StandIn {
-    /// Starts a server on `127.0.0.1:<ephemeral port>`.
+    /// Starts an HTTPS server on `127.0.0.1:<ephemeral port>`.
     ///
     /// # Panics
     /// If no loopback port can be bound (a broken test machine).
     pub fn start() -> StandIn {
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        StandIn::start_on(loopback).expect("kube-standin: cannot listen on 127.0.0.1")
+        StandIn::start_with(Transport::Https)
     }
 
-    /// Starts a server on `addr`, on its own thread with its own tokio runtime,
+    /// Starts a server on `127.0.0.1:<ephemeral port>` speaking `transport`.
+    ///
+    /// # Panics
+    /// If no loopback port can be bound (a broken test machine).
+    pub fn start_with(transport: Transport) -> StandIn {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        TcpListener::bind(loopback)
+            .and_then(|l| StandIn::start_with_listeners(l, Vec::new(), transport))
+            .expect("kube-standin: cannot listen on 127.0.0.1")
+    }
+
+    /// Starts an HTTPS server on `addr`, on its own thread with its own tokio runtime,
     /// so it works from both sync and async tests.
     pub fn start_on(addr: SocketAddr) -> io::Result<StandIn> {
-        StandIn::start_with_listeners(TcpListener::bind(addr)?, Vec::new())
+        StandIn::start_with_listeners(TcpListener::bind(addr)?, Vec::new(), Transport::Https)
     }
 
     /// Starts a server on an already bound `listener`, also accepting on `extra`
     /// listeners that share the same state (e.g. sockets bound inside other network
     /// namespaces, so "nodes" in netns reach one API server on their own loopback).
-    pub fn start_with_listeners(listener: TcpListener, extra: Vec<TcpListener>) -> io::Result<StandIn> {
+    pub fn start_with_listeners(
+        listener: TcpListener,
+        extra: Vec<TcpListener>,
+        transport: Transport,
+    ) -> io::Result<StandIn> {
         listener.set_nonblocking(true)?;
         for l in &extra {
             l.set_nonblocking(true)?;
         }
+        let tls = match transport {
+            Transport::Https => Some(Arc::new(tls::Tls::generate()?)),
+            Transport::Http => None,
+        };
+        let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
         let addr = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let state = Arc::new(Mutex::new(State::default()));
@@ -172,22 +228,24 @@ impl StandIn {
                     // These end when the runtime is dropped below.
                     let (_keep, never) = oneshot::channel::<()>();
                     let state = Arc::clone(&shared);
+                    let acceptor = acceptor.clone();
                     tokio::spawn(async move {
                         let _keep = _keep;
-                        server::serve(l, state, never).await
+                        server::serve(l, state, acceptor, never).await
                     });
                 }
-                server::serve(listener, shared, stopped).await
+                server::serve(listener, shared, acceptor, stopped).await
             });
             // Dropping the runtime here cancels every connection task.
             drop(runtime);
         })?;
-        Ok(StandIn { state, addr, shutdown: Some(shutdown), thread: Some(thread) })
+        Ok(StandIn { state, addr, tls, shutdown: Some(shutdown), thread: Some(thread) })
     }
 
-    /// The base URL, e.g. `http://127.0.0.1:40123`.
+    /// The base URL, e.g. `https://127.0.0.1:40123`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The bound socket address.
@@ -195,17 +253,36 @@ impl StandIn {
         self.addr
     }
 
-    /// Writes a kubeconfig (mode 0600, replaced atomically) whose current
-    /// context points at this server with bearer `token`. It does not make the
-    /// server check the token: see [`StandIn::require_token`].
+    /// The CA certificate (PEM) that signed the serving certificate; `None` over HTTP.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.ca_pem.as_str())
+    }
+
+    /// Writes a kubeconfig (mode 0600, replaced atomically) whose current context
+    /// points at this server with bearer `token` and, over HTTPS, the CA inline
+    /// (`certificate-authority-data`), as kubeadm writes them. Unless a token was
+    /// already required ([`StandIn::require_token`]), the server now requires this one.
     pub fn write_kubeconfig(&self, path: &Path, token: &str) -> io::Result<()> {
-        files::write_private(path, &files::kubeconfig(&self.url(), token))
+        self.lock().token.get_or_insert_with(|| token.to_owned());
+        files::write_private(path, &files::kubeconfig(&self.url(), token, self.ca_pem()))
     }
 
     /// When `Some`, API requests without `Authorization: Bearer <token>` get a
-    /// 401 `Unauthorized` Status. `None` turns the check off (the default).
+    /// 401 `Unauthorized` Status. `None` turns the check off (the default until a
+    /// kubeconfig is written).
     pub fn require_token(&self, token: Option<&str>) {
         self.lock().token = token.map(str::to_owned);
+    }
+
+    /// Every connection accepted since the start (or the last
+    /// [`StandIn::clear_connections`]), in accept order.
+    pub fn connections(&self) -> Vec<ConnectionRecord> {
+        self.lock().connections.clone()
+    }
+
+    /// Forgets the connection records (ids keep counting).
+    pub fn clear_connections(&self) {
+        self.lock().connections.clear();
     }
 
     /// Adds (or replaces) a Pod. `apiVersion`/`kind`, `metadata.namespace`
@@ -299,6 +376,11 @@ impl StandIn {
     /// apiserver's 403 Forbidden Status, and SelfSubjectAccessReviews say no.
     pub fn deny(&self, verb: &str, resource: &str) {
         self.lock().denied.insert((verb.to_owned(), resource.to_owned()));
+    }
+
+    /// Undoes [`StandIn::deny`].
+    pub fn allow(&self, verb: &str, resource: &str) {
+        self.lock().denied.remove(&(verb.to_owned(), resource.to_owned()));
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

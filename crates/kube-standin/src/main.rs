@@ -5,7 +5,11 @@
 //! address file (both atomically, so scripts can wait for them), logs
 //! `listening on URL` to stderr, and serves until SIGTERM or SIGINT.
 //!
+//! It serves HTTPS (HTTP/2 or HTTP/1.1 by ALPN) with a CA it makes at start
+//! (`--ca-out`, and inline in the kubeconfig), or plain HTTP with `--plain-http`.
+//!
 //! Admin API (never recorded; no token needed):
+//! `GET|DELETE /_standin/connections` (connections and TLS handshakes),
 //! `GET|DELETE /_standin/requests`, `GET /_standin/events`,
 //! `POST|DELETE /_standin/faults` (body: a JSON `Fault`),
 //! `POST /_standin/pods`, `POST /_standin/nads` (body: the object),
@@ -18,9 +22,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use kube_standin::StandIn;
+use kube_standin::{StandIn, Transport};
 
-/// The kubeconfig's token when `--token` is not given (then none is checked).
+/// The kubeconfig's token when `--token` is not given (checked once a kubeconfig is written).
 const DEFAULT_TOKEN: &str = "standin";
 
 /// A Kubernetes API stand-in for multus-rs tests and the demo.
@@ -36,9 +40,17 @@ struct Options {
     /// Where to write a kubeconfig pointing at the server (mode 0600).
     #[arg(long, value_name = "PATH")]
     kubeconfig_out: Option<PathBuf>,
-    /// Require `Authorization: Bearer TOKEN` on API requests.
+    /// Require `Authorization: Bearer TOKEN` on API requests (with `--kubeconfig-out`
+    /// and no `--token`, the kubeconfig's token `standin` is required).
     #[arg(long)]
     token: Option<String>,
+    /// Serve plain HTTP instead of HTTPS.
+    #[arg(long)]
+    plain_http: bool,
+    /// Where to write the CA certificate (PEM) that signed the serving certificate
+    /// (for curl's `--cacert`); nothing is written with `--plain-http`.
+    #[arg(long, value_name = "PATH")]
+    ca_out: Option<PathBuf>,
     /// Where to write the server URL once ready.
     #[arg(long, value_name = "PATH")]
     addr_file: Option<PathBuf>,
@@ -67,7 +79,8 @@ fn run(options: &Options) -> std::io::Result<()> {
     let port = primary.local_addr()?.port();
     let extra =
         options.also_listen_in_netns.iter().map(|ns| bind_in_netns(ns, port)).collect::<std::io::Result<Vec<_>>>()?;
-    let standin = StandIn::start_with_listeners(primary, extra)?;
+    let transport = if options.plain_http { Transport::Http } else { Transport::Https };
+    let standin = StandIn::start_with_listeners(primary, extra, transport)?;
     for path in &options.load {
         standin.load_manifests(path)?;
     }
@@ -77,6 +90,9 @@ fn run(options: &Options) -> std::io::Result<()> {
     }
     if let Some(path) = &options.kubeconfig_out {
         standin.write_kubeconfig(path, options.token.as_deref().unwrap_or(DEFAULT_TOKEN))?;
+    }
+    if let (Some(path), Some(ca)) = (&options.ca_out, standin.ca_pem()) {
+        write_atomically(path, ca)?;
     }
     if let Some(path) = &options.addr_file {
         write_atomically(path, &format!("{}\n", standin.url()))?;

@@ -1,4 +1,5 @@
-//! HTTP/1.1 transport: one task per connection, recording, latency, faults.
+//! Transport: HTTPS (or plain HTTP), HTTP/2 or HTTP/1.1, one task per connection;
+//! connection and handshake records, request recording, latency, faults.
 
 use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
@@ -11,19 +12,28 @@ use hyper::body::Incoming;
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto;
+use std::net::SocketAddr;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
+use tokio_rustls::TlsAcceptor;
 
 use crate::api::{self, ApiRequest, Route};
 use crate::state::State;
 use crate::status::Reply;
-use crate::{FaultAction, RecordedRequest, admin, lock};
+use crate::{ConnectionRecord, FaultAction, RecordedRequest, admin, lock};
 
 type Shared = Arc<Mutex<State>>;
 
 /// Accepts connections until `stop` fires (or its sender is dropped).
-pub(crate) async fn serve(listener: std::net::TcpListener, state: Shared, mut stop: oneshot::Receiver<()>) {
+pub(crate) async fn serve(
+    listener: std::net::TcpListener,
+    state: Shared,
+    tls: Option<TlsAcceptor>,
+    mut stop: oneshot::Receiver<()>,
+) {
     let listener = match TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(err) => {
@@ -35,8 +45,8 @@ pub(crate) async fn serve(listener: std::net::TcpListener, state: Shared, mut st
         tokio::select! {
             _ = &mut stop => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    tokio::spawn(serve_connection(stream, Arc::clone(&state)));
+                Ok((stream, peer)) => {
+                    tokio::spawn(serve_connection(stream, peer, Arc::clone(&state), tls.clone()));
                 }
                 Err(err) => {
                     // E.g. out of file descriptors: back off instead of spinning.
@@ -60,24 +70,77 @@ impl fmt::Display for ResetConnection {
 
 impl std::error::Error for ResetConnection {}
 
-async fn serve_connection(stream: TcpStream, state: Shared) {
+fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or_default()
+}
+
+/// What a request handler knows about its connection.
+struct Connection {
+    id: u64,
+    /// A second descriptor for the socket, so a Reset fault can set SO_LINGER=0
+    /// (close => RST) although hyper owns the stream.
+    socket: Option<OwnedFd>,
+    /// Fired by a Reset fault: the connection task drops the connection (with HTTP/2 a
+    /// failed request only resets its stream, not the connection).
+    reset: Notify,
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, state: Shared, tls: Option<TlsAcceptor>) {
     let _ = stream.set_nodelay(true);
-    // A second descriptor for the same socket, so a Reset fault can set
-    // SO_LINGER=0 (close => RST) although hyper owns the stream.
-    let socket = stream.as_fd().try_clone_to_owned().ok().map(Arc::new);
-    let service = service_fn(move |req| {
+    let id = {
+        let mut state = lock(&state);
+        state.next_connection += 1;
+        let id = state.next_connection;
+        state.connections.push(ConnectionRecord {
+            id,
+            peer: peer.to_string(),
+            opened_us: now_us(),
+            tls_handshake: false,
+            alpn: None,
+            api_requests: 0,
+        });
+        id
+    };
+    let connection =
+        Arc::new(Connection { id, socket: stream.as_fd().try_clone_to_owned().ok(), reset: Notify::new() });
+    let service = {
+        let connection = Arc::clone(&connection);
         let state = Arc::clone(&state);
-        let socket = socket.clone();
-        async move { handle(&state, req, socket.as_deref()).await }
-    });
-    // Errors here are clients going away, or a Reset fault: nothing to report.
-    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        service_fn(move |req| {
+            let state = Arc::clone(&state);
+            let connection = Arc::clone(&connection);
+            async move { handle(&state, req, &connection).await }
+        })
+    };
+    let builder = auto::Builder::new(TokioExecutor::new());
+    // Errors here are clients going away, failed handshakes, or a Reset fault:
+    // nothing to report (a failed handshake shows as `tls_handshake: false`).
+    let served = async {
+        match tls {
+            None => {
+                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            }
+            Some(acceptor) => {
+                let Ok(stream) = acceptor.accept(stream).await else { return };
+                let alpn = stream.get_ref().1.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
+                if let Some(record) = lock(&state).connections.iter_mut().find(|c| c.id == id) {
+                    record.tls_handshake = true;
+                    record.alpn = alpn;
+                }
+                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = served => {}
+        _ = connection.reset.notified() => {}
+    }
 }
 
 async fn handle(
     state: &Shared,
     req: Request<Incoming>,
-    socket: Option<&OwnedFd>,
+    connection: &Connection,
 ) -> Result<Response<Full<Bytes>>, ResetConnection> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map_err(|_| ResetConnection)?.to_bytes();
@@ -101,6 +164,9 @@ async fn handle(
     };
     let (latency, fault) = {
         let mut state = lock(state);
+        if let Some(record) = state.connections.iter_mut().find(|c| c.id == connection.id) {
+            record.api_requests += 1;
+        }
         state.requests.push(RecordedRequest {
             method: method.to_owned(),
             path: path.to_owned(),
@@ -110,10 +176,8 @@ async fn handle(
             body: String::from_utf8_lossy(&body).into_owned(),
             verb: verb.clone(),
             resource: route.as_ref().map(Route::resource).unwrap_or_default(),
-            arrived_us: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_micros() as u64)
-                .unwrap_or_default(),
+            arrived_us: now_us(),
+            connection: connection.id,
         });
         (state.latency, state.take_fault(method, path))
     };
@@ -130,9 +194,10 @@ async fn handle(
             std::future::pending::<()>().await;
         }
         Some(FaultAction::Reset) => {
-            if let Some(socket) = socket {
+            if let Some(socket) = &connection.socket {
                 let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
             }
+            connection.reset.notify_one();
             return Err(ResetConnection);
         }
     }

@@ -71,6 +71,10 @@ pub(crate) struct State {
     pub denied: BTreeSet<(String, String)>,
     pub latency: Duration,
     pub token: Option<String>,
+    /// Every accepted connection, in order (see [`crate::ConnectionRecord`]).
+    pub connections: Vec<crate::ConnectionRecord>,
+    /// The id the next accepted connection gets (ids survive `clear_connections`).
+    pub next_connection: u64,
 }
 
 impl State {

@@ -7,13 +7,13 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{TIMEOUT, get, merge_patch, post, put, send};
-use kube_standin::{Fault, FaultAction, StandIn};
+use kube_standin::{Fault, FaultAction, StandIn, Transport};
 use serde_json::{Value, json};
 
 const POD: &str = "/api/v1/namespaces/default/pods/web";
 
 fn with_pod() -> StandIn {
-    let api = StandIn::start();
+    let api = StandIn::start_with(Transport::Http);
     api.add_pod(json!({
         "metadata": {
             "name": "web",
@@ -146,7 +146,7 @@ fn update_status_conflict_and_success() {
 
 #[test]
 fn nad_get_not_found_and_lists() {
-    let api = StandIn::start();
+    let api = StandIn::start_with(Transport::Http);
     let config = r#"{"cniVersion":"1.0.0","type":"macvlan"}"#;
     for (ns, name) in [("default", "macvlan"), ("blue", "bridge")] {
         api.add_nad(json!({
@@ -184,7 +184,7 @@ fn nad_get_not_found_and_lists() {
 
 #[test]
 fn events_are_created_validated_and_listed() {
-    let api = StandIn::start();
+    let api = StandIn::start_with(Transport::Http);
     let core = json!({
         "metadata": {"generateName": "web."},
         "involvedObject": {"kind": "Pod", "namespace": "blue", "name": "web"},
@@ -411,7 +411,7 @@ metadata:
 "#;
     std::fs::write(dir.path().join("objects.yaml"), yaml).expect("write");
     std::fs::write(dir.path().join("notes.txt"), "not a manifest").expect("write");
-    let api = StandIn::start();
+    let api = StandIn::start_with(Transport::Http);
     assert_eq!(api.load_manifests(dir.path()).expect("load"), 2);
     let pod = api.pod("blue", "web").expect("pod");
     assert_eq!(pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"], "macvlan");
@@ -452,7 +452,7 @@ fn requests_are_recorded_and_kubeconfig_is_private() {
 
 #[test]
 fn admin_api_steers_the_server() {
-    let api = StandIn::start();
+    let api = StandIn::start_with(Transport::Http);
     let url = api.url();
     assert_eq!(post(&url, "/_standin/pods", &json!({"metadata": {"name": "web"}})).code, 201);
     assert_eq!(post(&url, "/_standin/pods", &json!({"metadata": {}})).code, 400);

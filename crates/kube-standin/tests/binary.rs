@@ -29,7 +29,7 @@ fn binary_serves_until_sigterm() {
     std::fs::write(&manifest, pod.to_string()).expect("write");
     let (addr_file, kubeconfig) = (dir.path().join("addr"), dir.path().join("kubeconfig"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_kube-standin"))
-        .args(["--listen", "127.0.0.1:0", "--token", "s3cret", "--latency-ms=1", "--load"])
+        .args(["--listen", "127.0.0.1:0", "--plain-http", "--token", "s3cret", "--latency-ms=1", "--load"])
         .arg(&manifest)
         .arg("--kubeconfig-out")
         .arg(&kubeconfig)

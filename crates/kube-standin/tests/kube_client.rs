@@ -1,5 +1,5 @@
-//! The real kube-rs client talks to the stand-in over plain http:// with the
-//! kubeconfig it writes.
+//! The real kube-rs client talks to the stand-in over HTTPS with the kubeconfig it
+//! writes (CA inline, bearer token).
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -98,4 +98,56 @@ async fn kube_rs_retries_503_by_default() {
     api.add_fault(Fault::new(FaultAction::Status(503)).times(2));
     assert!(pods.get("web").await.is_ok());
     assert_eq!(api.requests().len(), 3, "two 503s, then the answer");
+}
+
+#[tokio::test]
+async fn https_trusts_only_the_kubeconfig_ca_and_records_handshakes() {
+    let api = StandIn::start();
+    assert!(api.url().starts_with("https://127.0.0.1:"), "{}", api.url());
+    let ca = api.ca_pem().expect("an HTTPS stand-in has a CA");
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    api.add_pod(json!({"metadata": {"name": "web", "namespace": "blue"}}));
+    // Writing the kubeconfig makes its token the required one.
+    let (client, _dir) = client_for(&api, "kc-token", false).await;
+    let pods: Api<Pod> = Api::namespaced(client, "blue");
+    pods.get("web").await.expect("get over HTTPS");
+    pods.get("web").await.expect("second get");
+    let connections: Vec<_> = api.connections().into_iter().filter(|c| c.api_requests > 0).collect();
+    assert_eq!(connections.len(), 1, "kube's pooled client reuses its connection: {connections:?}");
+    assert!(connections[0].tls_handshake);
+    assert_eq!(connections[0].alpn, None, "kube's own stack offers no ALPN (HTTP/1.1 only)");
+    let requests = api.requests();
+    assert!(requests.iter().all(|r| r.connection == connections[0].id), "{requests:?}");
+
+    // Another token: 401 over the same TLS transport.
+    let (other, _dir2) = {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kubeconfig");
+        std::fs::write(
+            &path,
+            std::fs::read_to_string(_dir.path().join("kubeconfig")).unwrap().replace("kc-token", "nope"),
+        )
+        .unwrap();
+        let kc = Kubeconfig::read_from(&path).expect("read");
+        let mut cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
+        cfg.default_retry = false;
+        (Client::try_from(cfg).expect("client"), dir)
+    };
+    let denied = Api::<Pod>::namespaced(other, "blue").get("web").await;
+    assert_eq!(api_code(denied.expect_err("wrong token")), 401);
+
+    // A client that does not trust the stand-in's CA fails the handshake.
+    let stranger = StandIn::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kubeconfig");
+    stranger.write_kubeconfig(&path, "kc-token").expect("kubeconfig");
+    let wrong_ca = std::fs::read_to_string(&path).unwrap().replace(&stranger.url(), &api.url());
+    std::fs::write(&path, wrong_ca).unwrap();
+    let kc = Kubeconfig::read_from(&path).expect("read");
+    let mut cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
+    cfg.default_retry = false;
+    let untrusted = Api::<Pod>::namespaced(Client::try_from(cfg).expect("client"), "blue").get("web").await;
+    assert!(untrusted.is_err(), "a certificate from another CA must be rejected");
+    let last = api.connections().pop().expect("the untrusting client connected");
+    assert!(!last.tls_handshake && last.api_requests == 0, "{last:?}");
 }

@@ -1,0 +1,102 @@
+//! The HTTP stack under the kube client, built here rather than by `Client::try_from`,
+//! because kube's own stack is slow for a process that makes a handful of requests
+//! and exits:
+//!
+//! * its `HttpConnector` leaves `TCP_NODELAY` off, so a small request written in two
+//!   TLS records waits for the peer's delayed ACK (a 40 ms stall per ADD against a real
+//!   apiserver, where Go's client sets it on);
+//! * it offers only HTTP/1.1, so the concurrent NAD GETs of one ADD each open a
+//!   connection and pay a TLS handshake of their own.
+//!
+//! Here every connection has `TCP_NODELAY`, TLS offers ALPN `h2` then `http/1.1`, and
+//! the pool keeps the connection: with HTTP/2 (what kube-apiserver speaks) every
+//! request of an invocation, concurrent ones included, shares ONE connection and ONE
+//! handshake. The TLS trust is kube's (`rustls_client_config`): only the kubeconfig's
+//! CA when it has one (no system trust-store load), client certificates, exec
+//! identities, `tls-server-name`, `insecure-skip-tls-verify`. Authentication,
+//! extra headers and the base URI are kube's own layers.
+
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use kube::client::ConfigExt;
+use kube::{Client, Config};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+use tower::{BoxError, ServiceBuilder};
+
+/// The kube client over a fast transport. `connect_timeout` bounds each TCP connect;
+/// the caller bounds whole requests.
+pub fn client(cfg: &Config, connect_timeout: Duration) -> kube::Result<Client> {
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(connect_timeout));
+
+    let builder =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(cfg.rustls_client_config()?).https_or_http();
+    let builder = match &cfg.tls_server_name {
+        Some(name) => {
+            let name = rustls::pki_types::ServerName::try_from(name.clone())
+                .map_err(|e| kube::Error::RustlsTls(kube::client::RustlsTlsError::InvalidServerName(e)))?;
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        }
+        None => builder,
+    };
+    let https = builder.enable_all_versions().wrap_connector(tcp);
+    let pool = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
+    // Until a first request has been answered, the pool cannot know the server speaks
+    // HTTP/2 (ALPN is only learnt in the handshake), so requests sent together at the
+    // start (NAD GETs with runtime-passed annotations, the status write with events)
+    // would each open a connection and pay a handshake. Hold them until the first answer;
+    // after that they share its connection.
+    let gate = Arc::new(FirstRequestGate::new());
+    let pool = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let (pool, gate) = (pool.clone(), Arc::clone(&gate));
+        async move {
+            let _leader = gate.enter().await;
+            pool.request(req).await
+        }
+    });
+
+    let service = ServiceBuilder::new()
+        .layer(cfg.base_uri_layer())
+        .option_layer(cfg.auth_layer()?)
+        .layer(cfg.extra_headers_layer()?)
+        .map_err(BoxError::from)
+        .service(pool);
+    Ok(Client::new(service, cfg.default_namespace.clone()))
+}
+
+/// Lets the first request through alone; the others wait until it has finished
+/// (answered, failed or cancelled).
+struct FirstRequestGate {
+    taken: AtomicBool,
+    done: watch::Sender<bool>,
+}
+
+/// Held by the first request; dropping it opens the gate.
+struct Leader<'a>(&'a watch::Sender<bool>);
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl FirstRequestGate {
+    fn new() -> FirstRequestGate {
+        FirstRequestGate { taken: AtomicBool::new(false), done: watch::Sender::new(false) }
+    }
+
+    async fn enter(&self) -> Option<Leader<'_>> {
+        if !self.taken.swap(true, Ordering::AcqRel) {
+            return Some(Leader(&self.done));
+        }
+        let mut opened = self.done.subscribe();
+        // The sender lives as long as `self`: `wait_for` cannot fail here.
+        let _ = opened.wait_for(|done| *done).await;
+        None
+    }
+}
