@@ -31,6 +31,8 @@ const POLL: Duration = Duration::from_millis(10);
 pub struct ContainerLock {
     dir: safefs::Dir,
     name: String,
+    /// This invocation created cniDir (and may remove it again when it stayed empty).
+    created_root: bool,
     _lock: Flock<File>,
 }
 
@@ -38,40 +40,75 @@ fn same_inode(a: &FileStat, b: &FileStat) -> bool {
     a.st_dev == b.st_dev && a.st_ino == b.st_ino
 }
 
+enum Attempt {
+    Locked(ContainerLock),
+    Busy,
+    /// The lock directory was removed under us by a finishing invocation: start over.
+    Vanished,
+}
+
+fn attempt(cni_dir: &Path, container_id: &str) -> Result<Attempt> {
+    let io = |what: &str, e: std::io::Error| CniError::io(format!("{what} {}/{LOCK_DIR}", cni_dir.display()), e);
+    let vanished = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let created_root = !cni_dir.exists();
+    let root = match safefs::Dir::create(cni_dir) {
+        Ok(d) => d,
+        Err(e) if vanished(&e) => return Ok(Attempt::Vanished),
+        Err(e) => return Err(io("cannot create the lock directory", e)),
+    };
+    let dir = match root.subdir(LOCK_DIR, true) {
+        Ok(Some(d)) => d,
+        Ok(None) => return Ok(Attempt::Vanished),
+        Err(e) if vanished(&e) => return Ok(Attempt::Vanished),
+        Err(e) => return Err(io("cannot open the lock directory", e)),
+    };
+    let fd = match dir.open_file(container_id, OFlag::O_RDWR | OFlag::O_CREAT, 0o600) {
+        Ok(fd) => fd,
+        Err(e) if vanished(&e) => return Ok(Attempt::Vanished),
+        Err(e) => return Err(io(&format!("cannot open the lock of {container_id} in"), e)),
+    };
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| io("cannot stat a lock in", e.into()))?;
+    if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
+        return Err(CniError::new(code::IO, format!("the lock of {container_id} is not a regular file")));
+    }
+    match Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => {
+            // Still the file at the name? A finishing invocation may have unlinked it.
+            let now = nix::sys::stat::fstatat(&dir, container_id, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
+            if now.is_ok_and(|n| same_inode(&n, &st)) {
+                Ok(Attempt::Locked(ContainerLock { dir, name: container_id.to_string(), created_root, _lock: lock }))
+            } else {
+                Ok(Attempt::Vanished)
+            }
+        }
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(Attempt::Busy),
+        Err((_, e)) => Err(io(&format!("cannot lock {container_id} in"), e.into())),
+    }
+}
+
 /// Take the lock of `container_id`, waiting at most `timeout`.
 pub async fn acquire(cni_dir: &Path, container_id: &str, timeout: Duration) -> Result<ContainerLock> {
-    let io = |what: &str, e: std::io::Error| CniError::io(format!("{what} {}/{LOCK_DIR}", cni_dir.display()), e);
-    let root = safefs::Dir::create(cni_dir).map_err(|e| io("cannot create the lock directory", e))?;
-    let dir = root
-        .subdir(LOCK_DIR, true)
-        .map_err(|e| io("cannot open the lock directory", e))?
-        .ok_or_else(|| CniError::new(code::IO, "the lock directory vanished"))?;
+    if !crate::cni::env::valid_container_id(container_id) {
+        return Err(CniError::new(code::INVALID_ENV, format!("invalid characters in container ID {container_id:?}")));
+    }
     let deadline = Instant::now() + timeout;
     loop {
-        let fd = dir
-            .open_file(container_id, OFlag::O_RDWR | OFlag::O_CREAT, 0o600)
-            .map_err(|e| io(&format!("cannot open the lock of {container_id} in"), e))?;
-        let st = nix::sys::stat::fstat(&fd).map_err(|e| io("cannot stat a lock in", e.into()))?;
-        if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
-            return Err(CniError::new(code::IO, format!("the lock of {container_id} is not a regular file")));
-        }
-        match Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => {
-                // Still the file at the name? A DEL may have unlinked it meanwhile.
-                let now = nix::sys::stat::fstatat(&dir, container_id, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
-                if now.is_ok_and(|n| same_inode(&n, &st)) {
-                    return Ok(ContainerLock { dir, name: container_id.to_string(), _lock: lock });
+        match attempt(cni_dir, container_id)? {
+            Attempt::Locked(lock) => return Ok(lock),
+            Attempt::Vanished => {
+                tokio::task::yield_now().await;
+                if Instant::now() < deadline {
+                    continue;
                 }
             }
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {}
-            Err((_, e)) => return Err(io(&format!("cannot lock {container_id} in"), e.into())),
+            Attempt::Busy => {}
         }
         if Instant::now() >= deadline {
             return Err(CniError::new(
                 code::TRY_AGAIN_LATER,
                 format!(
                     "another invocation for container {container_id} still holds its lock after {timeout:?} \
-                     (lockTimeoutSeconds)"
+                     (raise it with the config key \"lockTimeoutSeconds\")"
                 ),
             ));
         }
@@ -80,8 +117,23 @@ pub async fn acquire(cni_dir: &Path, container_id: &str, timeout: Duration) -> R
 }
 
 impl ContainerLock {
-    /// Remove the lock file (the container is gone), then release the lock.
-    pub fn release_and_remove(self) {
+    /// Release the lock. When the container has nothing cached any more (`keep` false),
+    /// its lock file goes too, and so do the lock directory and cniDir when they are
+    /// empty and this invocation made them: a failed ADD leaves nothing on disk.
+    /// `rmdir` only ever removes an empty directory, so a racing invocation loses nothing:
+    /// it retries (see [`Attempt::Vanished`]).
+    pub fn finish(self, keep: bool) {
+        if keep {
+            return;
+        }
         let _ = self.dir.remove(&self.name);
+        let locks = self.dir.path().to_path_buf();
+        drop(self._lock);
+        if std::fs::remove_dir(&locks).is_ok()
+            && self.created_root
+            && let Some(root) = locks.parent()
+        {
+            let _ = std::fs::remove_dir(root);
+        }
     }
 }

@@ -57,7 +57,9 @@ async fn collect_stale<E: PluginExec, N>(node: &Node<E, N>, valid: &[Attachment]
         };
         if delete_container(node, &cni_dir, &cid, errors).await {
             tracing::info!("GC removed the stale attachments of container {cid}");
-            lock.release_and_remove();
+            lock.finish(false);
+        } else {
+            lock.finish(true);
         }
     }
     // Records nobody can read, or that fail validation (a tampered container ID, a name

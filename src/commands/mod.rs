@@ -109,14 +109,9 @@ pub fn run(env: Result<CniEnv>, stdin: &[u8]) -> Output {
             Command::Gc => gc::gc(&node).await.map(|_| None),
             Command::Version => unreachable!("answered above"),
         };
-        // A DEL that removed the container's cache leaves no lock file behind either.
-        if let Some(lock) = lock
-            && node.env.command == Command::Del
-            && result.is_ok()
-            && cache::load_delegates(&node.cni_dir(), &node.env.container_id, &node.env.ifname)
-                .is_ok_and(|c| c.is_none())
-        {
-            lock.release_and_remove();
+        // A container with nothing cached any more leaves no lock file behind either.
+        if let Some(lock) = lock {
+            lock.finish(cache::has_entries(&node.cni_dir(), &node.env.container_id));
         }
         result
     });
