@@ -29,6 +29,9 @@ enum Cmd {
     Doctor(multus::doctor::Options),
     /// Check NetworkAttachmentDefinitions and selection annotations offline, as a webhook would.
     Validate(multus::validate::Options),
+    /// Gzip a rotated logFile (started detached by the plugin after its result).
+    #[command(hide = true)]
+    CompressLog { path: std::path::PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -37,6 +40,8 @@ fn main() -> ExitCode {
         if let Some(doc) = out.stdout {
             let _ = writeln!(std::io::stdout().lock(), "{doc}");
         }
+        // After the result: nothing the runtime waits for.
+        multus::logging::after_result();
         return ExitCode::from(out.exit_code as u8);
     }
     let cli = Cli::parse();
@@ -57,6 +62,12 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        Some(Cmd::CompressLog { path }) => {
+            if let Err(e) = multus::logging::compress_rotated(&path) {
+                eprintln!("multus compress-log: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
         None => {
             eprintln!(
                 "meta-plugin that delegates to other CNI plugins\nCNI protocol versions supported: {}",
