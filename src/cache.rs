@@ -186,7 +186,14 @@ pub fn remove_delegates(cni_dir: &Path, container_id: &str) -> Result<()> {
     let path = scratch_path(cni_dir, container_id);
     let Some(dir) = open_cni_dir(cni_dir)? else { return Ok(()) };
     dir.remove_stale_temps(container_id);
-    dir.remove(container_id).map_err(|e| CniError::io(format!("cannot remove {}", path.display()), e))
+    match dir.remove(container_id) {
+        // Not a cache of ours (we only write files): left for the operator, not an error.
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EISDIR as i32) => {
+            tracing::warn!("{} is a directory, not a cache file; left alone", path.display());
+            Ok(())
+        }
+        other => other.map_err(|e| CniError::io(format!("cannot remove {}", path.display()), e)),
+    }
 }
 
 /// Whether anything is cached for `container_id`: its scratch cache or a result record

@@ -116,8 +116,12 @@ async fn run_exec_plugin(exec: &ExecConfig, deadline: Instant, limit: u64) -> Re
     let run = async {
         let mut out = Vec::new();
         (&mut stdout).take(limit + 1).read_to_end(&mut out).await?;
+        if out.len() as u64 > limit {
+            // Over the limit: no point waiting for the rest (it is killed on drop).
+            return std::io::Result::Ok((out, None));
+        }
         let status = child.wait().await?;
-        std::io::Result::Ok((out, status))
+        std::io::Result::Ok((out, Some(status)))
     };
     let budget = deadline.saturating_duration_since(Instant::now());
     let (out, status) = match tokio::time::timeout(budget, run).await {
@@ -133,6 +137,7 @@ async fn run_exec_plugin(exec: &ExecConfig, deadline: Instant, limit: u64) -> Re
     if out.len() as u64 > limit {
         return Err(crate::limits::too_large(&format!("the output of exec credential plugin {command}"), limit, "maxConfigFileBytes"));
     }
+    let Some(status) = status else { unreachable!("only over the limit") };
     if !status.success() {
         return Err(err(format!("{command} failed: {status}")));
     }
