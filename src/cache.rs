@@ -196,18 +196,6 @@ pub fn remove_delegates(cni_dir: &Path, container_id: &str) -> Result<()> {
     }
 }
 
-/// Whether anything is cached for `container_id`: its scratch cache or a result record
-/// (by file name only: nothing is read).
-pub fn has_entries(cni_dir: &Path, container_id: &str) -> bool {
-    let Ok(Some(dir)) = open_cni_dir(cni_dir) else { return false };
-    if dir.entries().unwrap_or_default().iter().any(|(n, _)| n == container_id) {
-        return true;
-    }
-    let needle = format!("-{container_id}-");
-    matches!(dir.subdir(RESULTS, false), Ok(Some(results))
-        if results.entries().unwrap_or_default().iter().any(|(n, _)| n.contains(&needle)))
-}
-
 /// Container IDs that have a scratch cache entry (for GC): regular files whose name is a
 /// valid container ID; links, FIFOs, directories and temp files are not entries.
 pub fn cached_containers(cni_dir: &Path) -> Vec<String> {

@@ -8,9 +8,9 @@
 //!
 //! The lock directory is created 0700 and opened without following a link; the lock
 //! file is opened `O_NOFOLLOW|O_NONBLOCK` relative to it and must be a regular file.
-//! A DEL that removed the container's cache also removes its lock file (while holding
-//! it); a waiter that then acquires the unlinked file notices (its inode is no longer
-//! the one at the name) and locks the new file instead.
+//! Every invocation removes its lock file when it is done (while holding it), so lock
+//! files never accumulate; a waiter that then acquires the unlinked file notices (its
+//! inode is no longer the one at the name) and locks the new file instead.
 
 use crate::error::{CniError, Result, code};
 use crate::safefs;
@@ -117,15 +117,12 @@ pub async fn acquire(cni_dir: &Path, container_id: &str, timeout: Duration) -> R
 }
 
 impl ContainerLock {
-    /// Release the lock. When the container has nothing cached any more (`keep` false),
-    /// its lock file goes too, and so do the lock directory and cniDir when they are
-    /// empty and this invocation made them: a failed ADD leaves nothing on disk.
-    /// `rmdir` only ever removes an empty directory, so a racing invocation loses nothing:
-    /// it retries (see [`Attempt::Vanished`]).
-    pub fn finish(self, keep: bool) {
-        if keep {
-            return;
-        }
+    /// Release the lock and remove its file, then the lock directory and cniDir when
+    /// they are empty and this invocation made them: no lock file outlives its
+    /// invocation, and a failed ADD leaves nothing on disk. A waiter that opened the
+    /// removed file notices (see [`Attempt::Vanished`]) and retries; `rmdir` only ever
+    /// removes an empty directory, so a racing invocation loses nothing.
+    pub fn finish(self) {
         let _ = self.dir.remove(&self.name);
         let locks = self.dir.path().to_path_buf();
         drop(self._lock);

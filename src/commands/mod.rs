@@ -109,9 +109,9 @@ pub fn run(env: Result<CniEnv>, stdin: &[u8]) -> Output {
             Command::Gc => gc::gc(&node).await.map(|_| None),
             Command::Version => unreachable!("answered above"),
         };
-        // A container with nothing cached any more leaves no lock file behind either.
+        // No lock file outlives its invocation (waiters notice and retry).
         if let Some(lock) = lock {
-            lock.finish(cache::has_entries(&node.cni_dir(), &node.env.container_id));
+            lock.finish();
         }
         result
     });
