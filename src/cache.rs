@@ -75,7 +75,10 @@ fn open_cni_dir(cni_dir: &Path) -> Result<Option<safefs::Dir>> {
     match safefs::Dir::open(cni_dir) {
         Ok(d) => Ok(Some(d)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(CniError::io(format!("cannot open the cache directory {} (a symlink or not a directory?)", cni_dir.display()), e)),
+        Err(e) => Err(CniError::io(
+            format!("cannot open the cache directory {} (a symlink or not a directory?)", cni_dir.display()),
+            e,
+        )),
     }
 }
 
@@ -113,8 +116,8 @@ pub fn save_delegates(cni_dir: &Path, container_id: &str, delegates: &[Delegate]
         })
         .collect();
     let data = serde_json::to_vec(&records).map_err(|e| CniError::new(code::IO, e.to_string()))?;
-    let dir = safefs::Dir::create(cni_dir)
-        .map_err(|e| CniError::io(format!("cannot create {}", cni_dir.display()), e))?;
+    let dir =
+        safefs::Dir::create(cni_dir).map_err(|e| CniError::io(format!("cannot create {}", cni_dir.display()), e))?;
     let path = scratch_path(cni_dir, container_id);
     dir.write_atomic(container_id, &data, 0o600, true)
         .map_err(|e| CniError::io(format!("error saving the delegates to {}", path.display()), e))
@@ -278,7 +281,10 @@ impl CachedResult {
 
 fn open_results(cni_dir: &Path, create: bool) -> Result<Option<safefs::Dir>> {
     let dir = if create {
-        Some(safefs::Dir::create(cni_dir).map_err(|e| CniError::io(format!("cannot create {}", cni_dir.display()), e))?)
+        Some(
+            safefs::Dir::create(cni_dir)
+                .map_err(|e| CniError::io(format!("cannot create {}", cni_dir.display()), e))?,
+        )
     } else {
         open_cni_dir(cni_dir)?
     };

@@ -31,5 +31,8 @@ pub fn get() -> Limits {
 
 /// The error for a file of `what` over `limit`, naming the key that raises it.
 pub fn too_large(what: &str, limit: u64, key: &str) -> CniError {
-    CniError::new(code::IO, format!("{what} is larger than the limit of {limit} bytes (raise it with the config key {key:?})"))
+    CniError::new(
+        code::IO,
+        format!("{what} is larger than the limit of {limit} bytes (raise it with the config key {key:?})"),
+    )
 }

@@ -78,7 +78,10 @@ pub fn open_log_file(path: &Path) -> io::Result<fs::File> {
     }
     let stdout = nix::sys::stat::fstat(std::io::stdout()).ok();
     if stdout.is_some_and(|st| st.st_dev as u64 == meta.dev() && st.st_ino as u64 == meta.ino()) {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "it is the same file as stdout, which is the protocol"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is the same file as stdout, which is the protocol",
+        ));
     }
     Ok(f)
 }
@@ -168,7 +171,8 @@ fn gzip(from: &Path, to: &Path) -> io::Result<()> {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
     }
     let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = to.with_file_name(format!("{}{}", crate::safefs::temp_prefix(&name), crate::safefs::unpredictable_suffix()));
+    let tmp =
+        to.with_file_name(format!("{}{}", crate::safefs::temp_prefix(&name), crate::safefs::unpredictable_suffix()));
     let result = (|| {
         let out = OpenOptions::new()
             .write(true)

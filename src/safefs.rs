@@ -177,7 +177,12 @@ impl Dir {
                 Err(e) => return Err(to_io(e)),
             }
         }
-        match openat(&self.fd, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+        match openat(
+            &self.fd,
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
             Ok(fd) => Ok(Some(Dir { fd, path: self.path.join(name) })),
             Err(Errno::ENOENT) => Ok(None),
             Err(e) => Err(to_io(e)),
@@ -187,8 +192,13 @@ impl Dir {
     /// Open `name` in this directory without following a link and without blocking.
     pub fn open_file(&self, name: &str, flags: OFlag, mode: u32) -> io::Result<OwnedFd> {
         check_name(name)?;
-        openat(&self.fd, name, flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK, Mode::from_bits_truncate(mode))
-            .map_err(to_io)
+        openat(
+            &self.fd,
+            name,
+            flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+            Mode::from_bits_truncate(mode),
+        )
+        .map_err(to_io)
     }
 
     /// Read a regular file of this directory, at most `limit` bytes; `None` when missing.

@@ -220,7 +220,9 @@ fn no_check() -> Box<dyn Fn(&World, &Outcome) -> Result<(), String>> {
     Box::new(|_, _| Ok(()))
 }
 
-fn check(f: impl Fn(&World, &Outcome) -> Result<(), String> + 'static) -> Box<dyn Fn(&World, &Outcome) -> Result<(), String>> {
+fn check(
+    f: impl Fn(&World, &Outcome) -> Result<(), String> + 'static,
+) -> Box<dyn Fn(&World, &Outcome) -> Result<(), String>> {
     Box::new(f)
 }
 
@@ -586,9 +588,7 @@ fn cache_cases() -> Vec<Case> {
         Case {
             name: "CHECK: CNI_NETNS is the plugin's own netns (code 8)",
             expect: Expect::Code(8),
-            run: |w| {
-                (w.inv("CHECK").set("CNI_NETNS", "/proc/self/ns/net"), w.conf("1.0.0", json!({})), no_delegate())
-            },
+            run: |w| (w.inv("CHECK").set("CNI_NETNS", "/proc/self/ns/net"), w.conf("1.0.0", json!({})), no_delegate()),
         },
         Case {
             name: "ADD: own netns with CNI_NETNS_OVERRIDE=1 is allowed",
@@ -703,7 +703,11 @@ fn limits_cases() -> Vec<Case> {
                 let _ = api;
                 let pidfile = w.dir.tmp.path().join("cred.pid");
                 let kc = API.with(|a| {
-                    exec_kubeconfig(w, a.borrow().as_ref().unwrap(), &format!("echo $$ > {}\nexec sleep 600", pidfile.display()))
+                    exec_kubeconfig(
+                        w,
+                        a.borrow().as_ref().unwrap(),
+                        &format!("echo $$ > {}\nexec sleep 600", pidfile.display()),
+                    )
                 });
                 (
                     w.inv("ADD"),
@@ -769,7 +773,9 @@ fn limits_cases() -> Vec<Case> {
         Case {
             name: "ADD: logFile /dev/stdout: logs never reach stdout",
             expect: Expect::Ok,
-            run: |w| (w.inv("ADD"), w.conf("1.0.0", json!({"logFile": "/dev/stdout", "logLevel": "debug"})), no_check()),
+            run: |w| {
+                (w.inv("ADD"), w.conf("1.0.0", json!({"logFile": "/dev/stdout", "logLevel": "debug"})), no_check())
+            },
         },
         Case {
             name: "ADD: logFile /proc/self/fd/1: logs never reach stdout",
@@ -827,7 +833,11 @@ fn limits_cases() -> Vec<Case> {
                 std::fs::write(&p, vec![b' '; 64 << 10]).unwrap();
                 let mut c = w.conf("1.0.0", json!({"clusterNetwork": p, "maxConfigFileBytes": 4096}));
                 c["delegates"] = json!([]);
-                (w.inv("ADD").set("CNI_ARGS", "IgnoreUnknown=1"), c, check(|_, o| expect_in(&o.stdout, "maxConfigFileBytes")))
+                (
+                    w.inv("ADD").set("CNI_ARGS", "IgnoreUnknown=1"),
+                    c,
+                    check(|_, o| expect_in(&o.stdout, "maxConfigFileBytes")),
+                )
             },
         },
         Case {
@@ -909,7 +919,12 @@ fn log_file_same_inode_as_stdout() {
 /// Hold the lock of `cid` in `cni_dir` from this test process (a concurrent invocation).
 fn hold_lock(cni_dir: &Path, cid: &str) -> nix::fcntl::Flock<std::fs::File> {
     std::fs::create_dir_all(cni_dir.join(".locks")).unwrap();
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(cni_dir.join(".locks").join(cid)).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(cni_dir.join(".locks").join(cid))
+        .unwrap();
     nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap()
 }
 
@@ -1008,7 +1023,13 @@ fn concurrency_cases() -> Vec<Case> {
                 (
                     w.inv("DEL"),
                     conf,
-                    check(|w, _| if w.dir.calls().is_empty() { Err("the installed plugin's DEL did not run".into()) } else { Ok(()) }),
+                    check(|w, _| {
+                        if w.dir.calls().is_empty() {
+                            Err("the installed plugin's DEL did not run".into())
+                        } else {
+                            Ok(())
+                        }
+                    }),
                 )
             },
         },

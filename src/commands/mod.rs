@@ -96,9 +96,9 @@ pub fn run(env: Result<CniEnv>, stdin: &[u8]) -> Output {
     let result = runtime.block_on(async {
         // One invocation per container ID at a time on this node (see `lock`).
         let lock = match node.env.command {
-            Command::Add | Command::Del | Command::Check => Some(
-                crate::lock::acquire(&node.cni_dir(), &node.env.container_id, node.conf.lock_timeout()).await?,
-            ),
+            Command::Add | Command::Del | Command::Check => {
+                Some(crate::lock::acquire(&node.cni_dir(), &node.env.container_id, node.conf.lock_timeout()).await?)
+            }
             _ => None,
         };
         let result = match node.env.command {

@@ -76,7 +76,10 @@ fn apply(auth: &mut AuthInfo, status: CredentialStatus) -> Result<()> {
     let secrets: AuthInfo = serde_json::from_value(v.into())
         .map_err(|e| CniError::new(code::KUBERNETES, format!("exec credential plugin: {e}")))?;
     if secrets.token.is_none() && status.client_certificate_data.is_none() {
-        return Err(CniError::new(code::KUBERNETES, "exec credential plugin printed neither a token nor a certificate"));
+        return Err(CniError::new(
+            code::KUBERNETES,
+            "exec credential plugin printed neither a token nor a certificate",
+        ));
     }
     auth.token = secrets.token.or(auth.token.take());
     if let Some(cert) = status.client_certificate_data {
@@ -128,14 +131,20 @@ async fn run_exec_plugin(exec: &ExecConfig, deadline: Instant, limit: u64) -> Re
         Err(_) => {
             return Err(CniError::new(
                 code::TRY_AGAIN_LATER,
-                format!("exec credential plugin {command} did not finish within the API budget ({budget:?}, apiTimeoutSeconds) and was killed"),
+                format!(
+                    "exec credential plugin {command} did not finish within the API budget ({budget:?}, apiTimeoutSeconds) and was killed"
+                ),
             ));
         }
         Ok(Err(e)) => return Err(err(format!("{command}: {e}"))),
         Ok(Ok(v)) => v,
     };
     if out.len() as u64 > limit {
-        return Err(crate::limits::too_large(&format!("the output of exec credential plugin {command}"), limit, "maxConfigFileBytes"));
+        return Err(crate::limits::too_large(
+            &format!("the output of exec credential plugin {command}"),
+            limit,
+            "maxConfigFileBytes",
+        ));
     }
     let Some(status) = status else { unreachable!("only over the limit") };
     if !status.success() {
