@@ -77,7 +77,7 @@ pub fn open_log_file(path: &Path) -> io::Result<fs::File> {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
     }
     let stdout = nix::sys::stat::fstat(std::io::stdout()).ok();
-    if stdout.is_some_and(|st| st.st_dev as u64 == meta.dev() && st.st_ino as u64 == meta.ino()) {
+    if stdout.is_some_and(|st| st.st_dev == meta.dev() && st.st_ino == meta.ino()) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "it is the same file as stdout, which is the protocol",

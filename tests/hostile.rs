@@ -46,6 +46,8 @@ fn vm_hwm_kib(pid: i32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+// The child is reaped by `waitpid` in the tracing loop, not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 /// Run the plugin with `env` and `stdin` (stdout to `stdout_file` when given), traced
 /// only to stop it at its exit and read its VmHWM. Killed after `TIME_LIMIT * 2`.
 fn run_measured_to(env: &BTreeMap<String, String>, stdin: &[u8], stdout_file: Option<&Path>) -> Measured {
@@ -208,21 +210,24 @@ impl World {
     }
 }
 
+/// Set up the world; return the invocation, its stdin, and a check after the run.
+type Setup = fn(&World) -> (Invocation, Value, After);
+
+/// A case's check after the run.
+type After = Box<dyn Fn(&World, &Outcome) -> Result<(), String>>;
+
 /// One case of a class: its name, what it expects, and the run.
 struct Case {
     name: &'static str,
     expect: Expect,
-    /// Set up the world; return the invocation, its stdin, and a check after the run.
-    run: fn(&World) -> (Invocation, Value, Box<dyn Fn(&World, &Outcome) -> Result<(), String>>),
+    run: Setup,
 }
 
-fn no_check() -> Box<dyn Fn(&World, &Outcome) -> Result<(), String>> {
+fn no_check() -> After {
     Box::new(|_, _| Ok(()))
 }
 
-fn check(
-    f: impl Fn(&World, &Outcome) -> Result<(), String> + 'static,
-) -> Box<dyn Fn(&World, &Outcome) -> Result<(), String>> {
+fn check(f: impl Fn(&World, &Outcome) -> Result<(), String> + 'static) -> After {
     Box::new(f)
 }
 
@@ -613,7 +618,7 @@ fn no_delegate_named(w: &World, name: &str) -> Result<(), String> {
     }
 }
 
-fn no_delegate() -> Box<dyn Fn(&World, &Outcome) -> Result<(), String>> {
+fn no_delegate() -> After {
     check(|w, _| if w.dir.calls().is_empty() { Ok(()) } else { Err("a delegate ran".into()) })
 }
 
