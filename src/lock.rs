@@ -45,26 +45,33 @@ enum Attempt {
     Busy,
     /// The lock directory was removed under us by a finishing invocation: start over.
     Vanished,
+    /// cniDir is on a read-only filesystem: nobody can write a cache there, so there is
+    /// nothing to serialise (and DEL must still converge).
+    ReadOnly,
 }
 
 fn attempt(cni_dir: &Path, container_id: &str) -> Result<Attempt> {
     let io = |what: &str, e: std::io::Error| CniError::io(format!("{what} {}/{LOCK_DIR}", cni_dir.display()), e);
     let vanished = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let read_only = |e: &std::io::Error| e.raw_os_error() == Some(nix::errno::Errno::EROFS as i32);
     let created_root = !cni_dir.exists();
     let root = match safefs::Dir::create(cni_dir) {
         Ok(d) => d,
         Err(e) if vanished(&e) => return Ok(Attempt::Vanished),
+        Err(e) if read_only(&e) => return Ok(Attempt::ReadOnly),
         Err(e) => return Err(io("cannot create the lock directory", e)),
     };
     let dir = match root.subdir(LOCK_DIR, true) {
         Ok(Some(d)) => d,
         Ok(None) => return Ok(Attempt::Vanished),
         Err(e) if vanished(&e) => return Ok(Attempt::Vanished),
+        Err(e) if read_only(&e) => return Ok(Attempt::ReadOnly),
         Err(e) => return Err(io("cannot open the lock directory", e)),
     };
     let fd = match dir.open_file(container_id, OFlag::O_RDWR | OFlag::O_CREAT, 0o600) {
         Ok(fd) => fd,
         Err(e) if vanished(&e) => return Ok(Attempt::Vanished),
+        Err(e) if read_only(&e) => return Ok(Attempt::ReadOnly),
         Err(e) => return Err(io(&format!("cannot open the lock of {container_id} in"), e)),
     };
     let st = nix::sys::stat::fstat(&fd).map_err(|e| io("cannot stat a lock in", e.into()))?;
@@ -86,15 +93,20 @@ fn attempt(cni_dir: &Path, container_id: &str) -> Result<Attempt> {
     }
 }
 
-/// Take the lock of `container_id`, waiting at most `timeout`.
-pub async fn acquire(cni_dir: &Path, container_id: &str, timeout: Duration) -> Result<ContainerLock> {
+/// Take the lock of `container_id`, waiting at most `timeout`; `None` when cniDir is on
+/// a read-only filesystem (no cache can be written there, so nothing to serialise).
+pub async fn acquire(cni_dir: &Path, container_id: &str, timeout: Duration) -> Result<Option<ContainerLock>> {
     if !crate::cni::env::valid_container_id(container_id) {
         return Err(CniError::new(code::INVALID_ENV, format!("invalid characters in container ID {container_id:?}")));
     }
     let deadline = Instant::now() + timeout;
     loop {
         match attempt(cni_dir, container_id)? {
-            Attempt::Locked(lock) => return Ok(lock),
+            Attempt::Locked(lock) => return Ok(Some(lock)),
+            Attempt::ReadOnly => {
+                tracing::warn!("{} is read-only: running without the per-container lock", cni_dir.display());
+                return Ok(None);
+            }
             Attempt::Vanished => {
                 tokio::task::yield_now().await;
                 if Instant::now() < deadline {

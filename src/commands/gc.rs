@@ -58,7 +58,9 @@ async fn collect_stale<E: PluginExec, N>(node: &Node<E, N>, valid: &[Attachment]
         if delete_container(node, &cni_dir, &cid, errors).await {
             tracing::info!("GC removed the stale attachments of container {cid}");
         }
-        lock.finish();
+        if let Some(lock) = lock {
+            lock.finish();
+        }
     }
     // Records nobody can read, or that fail validation (a tampered container ID, a name
     // that does not match), cannot be DELeted; they only mislead later GCs. Removed by

@@ -97,7 +97,7 @@ pub fn run(env: Result<CniEnv>, stdin: &[u8]) -> Output {
         // One invocation per container ID at a time on this node (see `lock`).
         let lock = match node.env.command {
             Command::Add | Command::Del | Command::Check => {
-                Some(crate::lock::acquire(&node.cni_dir(), &node.env.container_id, node.conf.lock_timeout()).await?)
+                crate::lock::acquire(&node.cni_dir(), &node.env.container_id, node.conf.lock_timeout()).await?
             }
             _ => None,
         };
