@@ -12,7 +12,7 @@
 
 use crate::delegate::{Delegate, NetworkConfig};
 use crate::error::{CniError, Result, code};
-use crate::fsutil;
+use crate::{limits, safefs};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,37 @@ pub fn scratch_path(cni_dir: &Path, container_id: &str) -> PathBuf {
     cni_dir.join(container_id)
 }
 
+/// The subdirectory of the results cache (see [`results_dir`]).
+const RESULTS: &str = "results";
+
+fn invalid_id(container_id: &str) -> CniError {
+    CniError::new(code::INVALID_ENV, format!("invalid characters in container ID {container_id:?}"))
+}
+
+/// A failed read of a file in `cniDir`: over the limit names the limit and its key.
+fn read_error(path: &Path, e: std::io::Error) -> CniError {
+    if safefs::is_too_large(&e) {
+        return limits::too_large(
+            &format!("cache file {}", path.display()),
+            limits::get().max_cache_file_bytes,
+            "maxCacheFileBytes",
+        );
+    }
+    CniError::io(format!("cannot read {}", path.display()), e)
+}
+
+/// `cniDir`, opened without following a link; `None` when it does not exist.
+fn open_cni_dir(cni_dir: &Path) -> Result<Option<safefs::Dir>> {
+    match safefs::Dir::open(cni_dir) {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(CniError::io(
+            format!("cannot open the cache directory {} (a symlink or not a directory?)", cni_dir.display()),
+            e,
+        )),
+    }
+}
+
 fn str_arg(args: &Map<String, Value>, k: &str) -> String {
     args.get(k).and_then(Value::as_str).unwrap_or_default().to_string()
 }
@@ -61,6 +92,9 @@ pub fn save_delegates<'a>(
     container_id: &str,
     delegates: impl IntoIterator<Item = &'a Delegate>,
 ) -> Result<()> {
+    if !crate::cni::env::valid_container_id(container_id) {
+        return Err(invalid_id(container_id));
+    }
     let records: Vec<Record> = delegates
         .into_iter()
         .map(|d| {
@@ -86,21 +120,27 @@ pub fn save_delegates<'a>(
         })
         .collect();
     let data = serde_json::to_vec(&records).map_err(|e| CniError::new(code::IO, e.to_string()))?;
-    fsutil::create_private_dir(cni_dir).map_err(|e| CniError::io(format!("cannot create {}", cni_dir.display()), e))?;
+    let dir =
+        safefs::Dir::create(cni_dir).map_err(|e| CniError::io(format!("cannot create {}", cni_dir.display()), e))?;
     let path = scratch_path(cni_dir, container_id);
-    fsutil::write_atomic(&path, &data, 0o600)
+    dir.write_atomic(container_id, &data, 0o600, true)
         .map_err(|e| CniError::io(format!("error saving the delegates to {}", path.display()), e))
 }
 
 /// Read the scratch cache. `Ok(None)` when there is none; an error when it exists but is
-/// unreadable or corrupt (the caller falls back; it never silently does nothing).
+/// unreadable, not a regular file, over `maxCacheFileBytes` or corrupt (the caller falls
+/// back; it never silently does nothing).
 /// `runtime_ifname` names the master's interface for records that lack one.
 pub fn load_delegates(cni_dir: &Path, container_id: &str, runtime_ifname: &str) -> Result<Option<Vec<Delegate>>> {
+    if !crate::cni::env::valid_container_id(container_id) {
+        return Err(invalid_id(container_id));
+    }
     let path = scratch_path(cni_dir, container_id);
-    let data = match std::fs::read(&path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(CniError::io(format!("cannot read {}", path.display()), e)),
+    let Some(dir) = open_cni_dir(cni_dir)? else { return Ok(None) };
+    let data = match dir.read(container_id, limits::get().max_cache_file_bytes) {
+        Ok(Some(d)) => d,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(read_error(&path, e)),
     };
     let corrupt =
         |why: String| CniError::new(code::DECODE, format!("corrupt delegate cache {}: {why}", path.display()));
@@ -121,6 +161,8 @@ pub fn load_delegates(cni_dir: &Path, container_id: &str, runtime_ifname: &str) 
                 (true, true) => runtime_ifname.to_string(),
                 (true, false) => format!("net{i}"),
             };
+            // The interface name reaches delegates and file names: the kernel's rule.
+            crate::cni::env::check_ifname(&ifname).map_err(|e| corrupt(format!("record {i}: {e}")))?;
             let capability_args = r.capability_args.unwrap_or_else(|| {
                 let mut m = Map::new();
                 if !r.mac_request.is_empty() {
@@ -145,20 +187,33 @@ pub fn load_delegates(cni_dir: &Path, container_id: &str, runtime_ifname: &str) 
 }
 
 pub fn remove_delegates(cni_dir: &Path, container_id: &str) -> Result<()> {
+    if !crate::cni::env::valid_container_id(container_id) {
+        return Err(invalid_id(container_id));
+    }
     let path = scratch_path(cni_dir, container_id);
-    fsutil::remove_stale_temps(&path);
-    fsutil::remove_if_exists(&path).map_err(|e| CniError::io(format!("cannot remove {}", path.display()), e))
+    let Some(dir) = open_cni_dir(cni_dir)? else { return Ok(()) };
+    dir.remove_stale_temps(container_id);
+    match dir.remove(container_id) {
+        // Not a cache of ours (we only write files): left for the operator, not an error.
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EISDIR as i32) => {
+            tracing::warn!("{} is a directory, not a cache file; left alone", path.display());
+            Ok(())
+        }
+        other => other.map_err(|e| CniError::io(format!("cannot remove {}", path.display()), e)),
+    }
 }
 
-/// Container IDs that have a scratch cache entry (for GC).
+/// Container IDs that have a scratch cache entry (for GC): regular files whose name is a
+/// valid container ID; links, FIFOs, directories and temp files are not entries.
 pub fn cached_containers(cni_dir: &Path) -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir(cni_dir) else {
+    let Ok(Some(dir)) = open_cni_dir(cni_dir) else {
         return Vec::new();
     };
-    dir.filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| !n.starts_with('.') && crate::cni::env::valid_container_id(n))
+    dir.entries()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(n, regular)| *regular && n != RESULTS && crate::cni::env::valid_container_id(n))
+        .map(|(n, _)| n)
         .collect()
 }
 
@@ -183,58 +238,144 @@ pub struct CachedResult {
 }
 
 pub fn results_dir(cni_dir: &Path) -> PathBuf {
-    cni_dir.join("results")
+    cni_dir.join(RESULTS)
+}
+
+/// The file name of an attachment's result record: libcni's `<net>-<cid>-<if>`.
+pub fn result_name(network: &str, container_id: &str, ifname: &str) -> String {
+    format!("{network}-{container_id}-{ifname}")
 }
 
 pub fn result_path(cni_dir: &Path, network: &str, container_id: &str, ifname: &str) -> PathBuf {
-    results_dir(cni_dir).join(format!("{network}-{container_id}-{ifname}"))
+    results_dir(cni_dir).join(result_name(network, container_id, ifname))
+}
+
+/// Whether the three parts of a record's identity are each valid (network name and
+/// container ID grammar, interface name rule): then the file name they make is one
+/// plain name inside the results directory.
+fn valid_identity(network: &str, container_id: &str, ifname: &str) -> bool {
+    crate::config::valid_network_name(network)
+        && crate::cni::env::valid_container_id(container_id)
+        && crate::cni::env::check_ifname(ifname).is_ok()
+}
+
+impl CachedResult {
+    /// What a record must satisfy before anything acts on it: our kind, a valid identity,
+    /// the file name it was read from is the one that identity makes, and a netns, when
+    /// there is one, is an absolute path without `..`.
+    pub fn validate(&self, file_name: &str) -> std::result::Result<(), String> {
+        if self.kind != "cniCacheV1" {
+            return Err(format!("kind {:?} is not cniCacheV1", self.kind));
+        }
+        if !valid_identity(&self.network_name, &self.container_id, &self.if_name) {
+            return Err("invalid network name, container ID or interface name".into());
+        }
+        if file_name != result_name(&self.network_name, &self.container_id, &self.if_name) {
+            return Err("the file name does not match the record".into());
+        }
+        let netns = Path::new(&self.netns);
+        if !self.netns.is_empty()
+            && (!netns.is_absolute() || netns.components().any(|c| c == std::path::Component::ParentDir))
+        {
+            return Err(format!("netns {:?} is not an absolute path", self.netns));
+        }
+        Ok(())
+    }
+}
+
+fn open_results(cni_dir: &Path, create: bool) -> Result<Option<safefs::Dir>> {
+    let dir = if create {
+        Some(
+            safefs::Dir::create(cni_dir)
+                .map_err(|e| CniError::io(format!("cannot create {}", cni_dir.display()), e))?,
+        )
+    } else {
+        open_cni_dir(cni_dir)?
+    };
+    let Some(dir) = dir else { return Ok(None) };
+    dir.subdir(RESULTS, create).map_err(|e| {
+        CniError::io(format!("cannot open {} (a symlink or not a directory?)", results_dir(cni_dir).display()), e)
+    })
 }
 
 pub fn save_result(cni_dir: &Path, record: &CachedResult) -> Result<()> {
-    let dir = results_dir(cni_dir);
-    fsutil::create_private_dir(&dir).map_err(|e| CniError::io(format!("cannot create {}", dir.display()), e))?;
-    let path = result_path(cni_dir, &record.network_name, &record.container_id, &record.if_name);
+    let name = result_name(&record.network_name, &record.container_id, &record.if_name);
+    if !valid_identity(&record.network_name, &record.container_id, &record.if_name) {
+        return Err(CniError::invalid_config(format!("cannot cache a result under the name {name:?}")));
+    }
+    let Some(dir) = open_results(cni_dir, true)? else { unreachable!("created") };
     let data = serde_json::to_vec(record).map_err(|e| CniError::new(code::IO, e.to_string()))?;
     // Content fsynced and renamed atomically, but no directory fsync: after a crash a
     // result is either whole or absent, and an absent one only means DEL runs without
     // prevResult or falls back to the scratch cache, which *is* fully synced.
-    fsutil::write_atomic_deferred(&path, &data, 0o600)
-        .map_err(|e| CniError::io(format!("cannot write {}", path.display()), e))
+    dir.write_atomic(&name, &data, 0o600, false)
+        .map_err(|e| CniError::io(format!("cannot write {}", results_dir(cni_dir).join(&name).display()), e))
 }
 
-/// The cached result of an attachment; a missing or unreadable record is `None` (DEL must
-/// go on without a prevResult, as libcni does).
-pub fn load_result(cni_dir: &Path, network: &str, container_id: &str, ifname: &str) -> Option<CachedResult> {
-    let path = result_path(cni_dir, network, container_id, ifname);
-    let data = std::fs::read(&path).ok()?;
+/// Read and validate one record of the results directory.
+fn read_record(dir: &safefs::Dir, name: &str) -> Option<CachedResult> {
+    let data = match dir.read(name, limits::get().max_cache_file_bytes) {
+        Ok(Some(d)) => d,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!("ignoring result cache {}/{name}: {e}", dir.path().display());
+            return None;
+        }
+    };
     match serde_json::from_slice::<CachedResult>(&data) {
-        Ok(r) if r.kind == "cniCacheV1" => Some(r),
-        _ => {
-            tracing::warn!("ignoring unreadable result cache {}", path.display());
+        Ok(r) => match r.validate(name) {
+            Ok(()) => Some(r),
+            Err(why) => {
+                tracing::warn!("ignoring result cache {}/{name}: {why}", dir.path().display());
+                None
+            }
+        },
+        Err(e) => {
+            tracing::warn!("ignoring unreadable result cache {}/{name}: {e}", dir.path().display());
             None
         }
     }
 }
 
+/// The cached result of an attachment; a missing, unreadable or invalid record is `None`
+/// (DEL must go on without a prevResult, as libcni does).
+pub fn load_result(cni_dir: &Path, network: &str, container_id: &str, ifname: &str) -> Option<CachedResult> {
+    if !valid_identity(network, container_id, ifname) {
+        return None;
+    }
+    let dir = open_results(cni_dir, false).ok()??;
+    read_record(&dir, &result_name(network, container_id, ifname))
+}
+
 pub fn remove_result(cni_dir: &Path, network: &str, container_id: &str, ifname: &str) {
-    let path = result_path(cni_dir, network, container_id, ifname);
-    fsutil::remove_stale_temps(&path);
-    if let Err(e) = fsutil::remove_if_exists(&path) {
-        tracing::warn!("cannot remove {}: {e}", path.display());
+    if !valid_identity(network, container_id, ifname) {
+        return;
+    }
+    remove_result_file(cni_dir, &result_name(network, container_id, ifname));
+}
+
+/// Remove one entry of the results directory by its name (never following a link).
+pub fn remove_result_file(cni_dir: &Path, name: &str) {
+    let Ok(Some(dir)) = open_results(cni_dir, false) else { return };
+    dir.remove_stale_temps(name);
+    if let Err(e) = dir.remove(name) {
+        tracing::warn!("cannot remove {}/{name}: {e}", dir.path().display());
     }
 }
 
-/// Every cached result (for GC).
-pub fn all_results(cni_dir: &Path) -> Vec<(PathBuf, Option<CachedResult>)> {
-    let Ok(dir) = std::fs::read_dir(results_dir(cni_dir)) else {
+/// Every entry of the results directory (for GC), by file name: the record when it is a
+/// valid regular file, else `None`. Links, FIFOs and subdirectories are `None` too.
+pub fn all_results(cni_dir: &Path) -> Vec<(String, Option<CachedResult>)> {
+    let Ok(Some(dir)) = open_results(cni_dir, false) else {
         return Vec::new();
     };
-    dir.filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
-        .map(|p| {
-            let r = std::fs::read(&p).ok().and_then(|d| serde_json::from_slice::<CachedResult>(&d).ok());
-            (p, r)
+    dir.entries()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with('.'))
+        .map(|(n, regular)| {
+            let r = if regular { read_record(&dir, &n) } else { None };
+            (n, r)
         })
         .collect()
 }

@@ -39,6 +39,15 @@ fn default_api_timeout() -> f64 {
 fn default_readiness_timeout() -> f64 {
     45.0
 }
+fn default_lock_timeout() -> f64 {
+    30.0
+}
+fn default_max_cache_file_bytes() -> u64 {
+    crate::limits::Limits::DEFAULT.max_cache_file_bytes
+}
+fn default_max_config_file_bytes() -> u64 {
+    crate::limits::Limits::DEFAULT.max_config_file_bytes
+}
 
 /// Log rotation for `logFile` (Go Multus parses it but never applies it; we do).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,6 +155,15 @@ pub struct MultusConf {
     /// Also write the deprecated `k8s.v1.cni.cncf.io/networks-status` key.
     #[serde(default)]
     pub write_legacy_networks_status: bool,
+    /// How long an invocation waits for another one of the same container ID, seconds.
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout_seconds: f64,
+    /// The largest cache record (scratch or results cache) read from `cniDir`.
+    #[serde(default = "default_max_cache_file_bytes")]
+    pub max_cache_file_bytes: u64,
+    /// The largest configured file read: kubeconfig, clusterNetwork and confDir files.
+    #[serde(default = "default_max_config_file_bytes")]
+    pub max_config_file_bytes: u64,
 
     /// GC input: the attachments the runtime still knows.
     #[serde(default, rename = "cni.dev/valid-attachments", skip_serializing_if = "Option::is_none")]
@@ -234,6 +252,19 @@ impl MultusConf {
 
     pub fn readiness_timeout(&self) -> Duration {
         seconds(self.readiness_timeout_seconds, default_readiness_timeout())
+    }
+
+    pub fn lock_timeout(&self) -> Duration {
+        seconds(self.lock_timeout_seconds, default_lock_timeout())
+    }
+
+    /// The file-size limits of this config (zero means the default).
+    pub fn limits(&self) -> crate::limits::Limits {
+        let or = |v: u64, d: u64| if v == 0 { d } else { v };
+        crate::limits::Limits {
+            max_cache_file_bytes: or(self.max_cache_file_bytes, default_max_cache_file_bytes()),
+            max_config_file_bytes: or(self.max_config_file_bytes, default_max_config_file_bytes()),
+        }
     }
 }
 

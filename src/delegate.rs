@@ -439,6 +439,20 @@ pub async fn del_network(
     let mut errors = ErrorList::default();
     for plugin in config.plugins().into_iter().rev() {
         let t = plugin.get("type").and_then(Value::as_str).unwrap_or_default();
+        // A plugin uninstalled since the ADD cannot have anything left to remove that we
+        // could reach: DEL converges (the spec: DEL tolerates missing resources) instead
+        // of failing every retry and keeping the pod from terminating.
+        if validate_plugin_type(t).is_ok()
+            && let Err(e) = exec.find(t)
+        {
+            tracing::warn!(
+                "DEL of network {:?} ({}): plugin type={t:?} is not installed; skipped: {}",
+                config.name(),
+                rt.ifname,
+                e.msg
+            );
+            continue;
+        }
         let stdin = plugin_stdin(plugin, config.name(), config.cni_version(), prev, &rt.capability_args);
         if let Err(e) = exec.exec(t, Command::Del, rt, &stdin).await {
             errors.push(e);

@@ -21,6 +21,8 @@ pub mod code {
     pub const DECODE: u32 = 6;
     /// Invalid network config.
     pub const INVALID_CONFIG: u32 = 7;
+    /// Invalid network namespace: the plugin was asked to work on its own (skel's rule).
+    pub const INVALID_NETNS: u32 = 8;
     /// Try again later (transient: API server unreachable, readiness not reached).
     pub const TRY_AGAIN_LATER: u32 = 11;
     /// STATUS: the plugin is not available.

@@ -24,9 +24,16 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
 pub fn write_atomic_deferred(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let dir = parent(path);
     let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = dir.join(format!(".{}.tmp.{}", name.to_string_lossy(), std::process::id()));
+    // Exclusive, unpredictable and never through a link: a file or a symlink planted at
+    // the temp name makes the write fail instead of writing through it as root.
+    let tmp = dir.join(format!(
+        "{}{}",
+        crate::safefs::temp_prefix(&name.to_string_lossy()),
+        crate::safefs::unpredictable_suffix()
+    ));
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        let mut f =
+            OpenOptions::new().write(true).create_new(true).custom_flags(libc_nofollow()).mode(mode).open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         fs::rename(&tmp, path)
@@ -35,6 +42,10 @@ pub fn write_atomic_deferred(path: &Path, data: &[u8], mode: u32) -> io::Result<
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+fn libc_nofollow() -> i32 {
+    nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_CLOEXEC.bits()
 }
 
 /// Make the renames in `dir` durable.
@@ -53,7 +64,7 @@ pub fn remove_stale_temps(path: &Path) {
     let prefix = format!(".{}.tmp.", name.to_string_lossy());
     let Ok(entries) = fs::read_dir(dir) else { return };
     for e in entries.flatten() {
-        if e.file_name().to_string_lossy().strip_prefix(&prefix).is_some_and(|pid| pid.parse::<u32>().is_ok()) {
+        if e.file_name().to_string_lossy().strip_prefix(&prefix).is_some_and(crate::safefs::is_temp_suffix) {
             let _ = fs::remove_file(e.path());
         }
     }

@@ -15,9 +15,12 @@ pub mod delegate;
 pub mod error;
 pub mod fsutil;
 pub mod k8s;
+pub mod limits;
+pub mod lock;
 pub mod logging;
 pub mod netns;
 pub mod passthru;
+pub mod safefs;
 #[cfg(test)]
 pub mod testing;
 pub mod tools;

@@ -4,7 +4,7 @@
 
 use crate::config::{LogOptions, MultusConf};
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -33,13 +33,19 @@ pub fn init(conf: &MultusConf) {
     });
     let file = (!conf.log_file.is_empty()).then(|| PathBuf::from(&conf.log_file));
     if let Some(path) = &file {
-        rotate_if_needed(path, &conf.log_options.clone().unwrap_or_default());
-    }
-    let opened = file.as_ref().and_then(|p| {
-        if let Some(dir) = p.parent() {
-            let _ = fs::create_dir_all(dir);
+        let opts = conf.log_options.clone().unwrap_or_default();
+        if let Some(rotated) = rotate_if_needed(path, &opts)
+            && opts.compress
+        {
+            let _ = PENDING_COMPRESSION.set(rotated);
         }
-        OpenOptions::new().create(true).append(true).mode(0o600).open(p).ok()
+    }
+    let opened = file.as_ref().and_then(|p| match open_log_file(p) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            eprintln!("multus logging: not logging to {}: {e}", p.display());
+            None
+        }
     });
     let writer: BoxMakeWriter = match (conf.log_to_stderr, opened) {
         (true, Some(f)) => BoxMakeWriter::new(io::stderr.and(std::sync::Mutex::new(f))),
@@ -53,6 +59,58 @@ pub fn init(conf: &MultusConf) {
         .with_max_level(lvl)
         .with_writer(writer)
         .try_init();
+}
+
+/// Open `logFile` for appending: never through a symlink (`/dev/stdout`,
+/// `/proc/self/fd/1` and planted links are refused), non-blocking (a FIFO there blocks
+/// nothing), a regular file only, and never the file our stdout is: stdout is the
+/// protocol, a log line before the result JSON breaks the runtime's parse.
+pub fn open_log_file(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::MetadataExt;
+    if let Some(dir) = path.parent() {
+        let _ = fs::create_dir_all(dir);
+    }
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC;
+    let f = OpenOptions::new().create(true).append(true).mode(0o600).custom_flags(flags.bits()).open(path)?;
+    let meta = f.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let stdout = nix::sys::stat::fstat(std::io::stdout()).ok();
+    if stdout.is_some_and(|st| st.st_dev == meta.dev() && st.st_ino == meta.ino()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is the same file as stdout, which is the protocol",
+        ));
+    }
+    Ok(f)
+}
+
+/// A log rotated by this invocation, to be compressed once the result is out.
+static PENDING_COMPRESSION: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Called after the result is printed: compress the log this invocation rotated, in a
+/// detached `multus compress-log` process (stdio closed, not waited for), so neither
+/// ADD nor DEL ever waits for it.
+pub fn after_result() {
+    let Some(rotated) = PENDING_COMPRESSION.get() else { return };
+    let Ok(exe) = std::env::current_exe() else { return };
+    let _ = std::process::Command::new(exe)
+        .arg("compress-log")
+        .arg(rotated)
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+}
+
+/// Gzip `rotated` to `rotated.gz` streaming (constant memory), then remove it.
+pub fn compress_rotated(rotated: &Path) -> io::Result<()> {
+    let mut gz = rotated.as_os_str().to_owned();
+    gz.push(".gz");
+    gzip(rotated, Path::new(&gz))?;
+    fs::remove_file(rotated)
 }
 
 /// Before-config logging: errors to stderr only.
@@ -76,16 +134,19 @@ fn backup_path(path: &Path, n: u64, compress: bool) -> PathBuf {
 
 /// Size-based rotation: `log` → `log.1[.gz]` → … → `log.<maxBackups>`; backups older than
 /// `maxAge` days are removed. Each plugin run is short, so checking once at start is enough.
-pub fn rotate_if_needed(path: &Path, opts: &LogOptions) {
+/// Only renames here (the live file is moved away atomically); returns the rotated file
+/// when there is one, to be compressed after the result ([`after_result`]).
+pub fn rotate_if_needed(path: &Path, opts: &LogOptions) -> Option<PathBuf> {
     let max = opts.max_size.saturating_mul(1024 * 1024);
-    let Ok(meta) = fs::metadata(path) else { return };
+    // Not following a link: a link at logFile is refused by the open anyway.
+    let meta = fs::symlink_metadata(path).ok().filter(|m| m.file_type().is_file())?;
     if max == 0 || meta.len() < max {
         prune_old(path, opts);
-        return;
+        return None;
     }
     if opts.max_backups == 0 {
         let _ = fs::remove_file(path);
-        return;
+        return None;
     }
     for n in (1..opts.max_backups).rev() {
         for c in [true, false] {
@@ -95,22 +156,40 @@ pub fn rotate_if_needed(path: &Path, opts: &LogOptions) {
             }
         }
     }
-    // Move the live file away first (atomic), then compress at leisure.
     let rotated = backup_path(path, 1, false);
-    if fs::rename(path, &rotated).is_err() {
-        return;
-    }
-    if opts.compress && gzip(&rotated, &backup_path(path, 1, true)).is_ok() {
-        let _ = fs::remove_file(&rotated);
-    }
+    fs::rename(path, &rotated).ok()?;
     prune_old(path, opts);
+    Some(rotated)
 }
 
+/// Stream `from` into a gzip `to` (exclusive temp, fsync, rename): memory stays constant
+/// whatever the size of the log.
 fn gzip(from: &Path, to: &Path) -> io::Result<()> {
-    let data = fs::read(from)?;
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(&data)?;
-    crate::fsutil::write_atomic(to, &enc.finish()?, 0o600)
+    let src = crate::safefs::open_nonblocking(from, false)?;
+    let mut src = fs::File::from(src);
+    if !src.metadata()?.file_type().is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp =
+        to.with_file_name(format!("{}{}", crate::safefs::temp_prefix(&name), crate::safefs::unpredictable_suffix()));
+    let result = (|| {
+        let out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(&tmp)?;
+        let mut enc = flate2::write::GzEncoder::new(io::BufWriter::new(out), flate2::Compression::default());
+        io::copy(&mut src, &mut enc)?;
+        let out = enc.finish()?.into_inner().map_err(|e| e.into_error())?;
+        out.sync_all()?;
+        fs::rename(&tmp, to)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 fn prune_old(path: &Path, opts: &LogOptions) {
@@ -150,7 +229,8 @@ mod tests {
         let opts = LogOptions { max_age: 5, max_size: 1, max_backups: 2, compress: true };
         for round in 0..4 {
             fs::write(&log, vec![b'a' + round; 1024 * 1024 + 1]).unwrap();
-            rotate_if_needed(&log, &opts);
+            let rotated = rotate_if_needed(&log, &opts).expect("rotated");
+            compress_rotated(&rotated).unwrap();
             assert!(!log.exists(), "live file rotated away");
         }
         assert!(backup_path(&log, 1, true).exists());
@@ -162,7 +242,14 @@ mod tests {
         assert_eq!(out[0], b'd', "newest backup is .1");
         // under the size: untouched
         fs::write(&log, b"small").unwrap();
-        rotate_if_needed(&log, &opts);
+        assert!(rotate_if_needed(&log, &opts).is_none());
         assert_eq!(fs::read(&log).unwrap(), b"small");
+        // never logs into stdout's file, a FIFO or through a link
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(open_log_file(&fifo).is_err());
+        std::os::unix::fs::symlink(&log, dir.path().join("link")).unwrap();
+        assert!(open_log_file(&dir.path().join("link")).is_err());
+        assert!(open_log_file(&log).is_ok());
     }
 }

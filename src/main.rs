@@ -29,6 +29,9 @@ enum Cmd {
     Doctor(multus::tools::doctor::Options),
     /// Check NetworkAttachmentDefinitions and selection annotations offline, as a webhook would.
     Validate(multus::tools::validate::Options),
+    /// Gzip a rotated logFile (started detached by the plugin after its result).
+    #[command(hide = true)]
+    CompressLog { path: std::path::PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,8 @@ fn main() -> ExitCode {
         if let Some(doc) = out.stdout {
             let _ = writeln!(std::io::stdout().lock(), "{doc}");
         }
+        // After the result: nothing the runtime waits for.
+        multus::logging::after_result();
         return ExitCode::from(out.exit_code as u8);
     }
     let cli = Cli::parse();
@@ -64,6 +69,12 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        Some(Cmd::CompressLog { path }) => {
+            if let Err(e) = multus::logging::compress_rotated(&path) {
+                eprintln!("multus compress-log: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
         None => {
             eprintln!(
                 "meta-plugin that delegates to other CNI plugins\nCNI protocol versions supported: {}",

@@ -147,6 +147,19 @@ pub trait NetnsOps {
     async fn delete_default_routes(&self, netns: &Path, family: IpFamily) -> Result<(), NetnsError>;
 }
 
+/// Whether `path` is the network namespace this process runs in (same nsfs device and
+/// inode as `/proc/self/ns/net`). The CNI skel refuses such a CNI_NETNS with code 8
+/// unless CNI_NETNS_OVERRIDE is set: a plugin told to work on "the pod" must never
+/// rearrange the host's own links and routes. `stat` never opens, so a FIFO or a
+/// device at `path` cannot block this.
+pub fn is_own_netns(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata("/proc/self/ns/net"), std::fs::metadata(path)) {
+        (Ok(own), Ok(other)) => own.dev() == other.dev() && own.ino() == other.ino(),
+        _ => false,
+    }
+}
+
 /// Whether `path` names an existing namespace file (a bind-mounted or
 /// `/proc/PID/ns/*` namespace). False for an empty path, a missing file, a
 /// leftover mount point, or a path that cannot be opened.

@@ -342,7 +342,8 @@ pub async fn wait_for_readiness(conf: &MultusConf, k8s: &K8sArgs) -> Result<()> 
     let path = Path::new(&conf.readiness_indicator_file);
     let deadline = Instant::now() + conf.readiness_timeout();
     loop {
-        if path.exists() {
+        // Only a regular file counts (never opened: a FIFO there cannot block us).
+        if crate::safefs::is_regular_file(path) {
             return Ok(());
         }
         if Instant::now() >= deadline {

@@ -19,6 +19,7 @@ use crate::delegate::{self, PluginExec, RuntimeConf};
 use crate::error::{CniError, ErrorList, Result, code};
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
+use std::time::Duration;
 
 pub async fn gc<E: PluginExec, N>(inv: &Invocation<E, N>) -> Result<()> {
     if inv.conf.version() < Version::V1_1_0 {
@@ -65,16 +66,43 @@ async fn collect_stale<E: PluginExec, N>(inv: &Invocation<E, N>, valid: &[Attach
     stale.extend(records.iter().filter_map(|(_, r)| r.as_ref()).map(|r| r.container_id.clone()));
     stale.retain(|cid| !valid.contains(cid.as_str()));
     for cid in stale {
+        // An ADD or DEL of this container running now owns it: leave it to them.
+        let lock = match crate::lock::acquire(&cni_dir, &cid, GC_LOCK_WAIT).await {
+            Ok(lock) => lock,
+            Err(e) => {
+                tracing::warn!("GC skips container {cid}: {}", e.msg);
+                continue;
+            }
+        };
         if delete_container(inv, &cni_dir, &cid, errors).await {
             tracing::info!("GC removed the stale attachments of container {cid}");
         }
-    }
-    // Records nobody can read cannot be DELeted; they only mislead later GCs.
-    for (path, record) in records {
-        if record.is_none() {
-            let _ = crate::fsutil::remove_if_exists(&path);
+        if let Some(lock) = lock {
+            lock.finish();
         }
     }
+    // Records nobody can read, or that fail validation (a tampered container ID, a name
+    // that does not match), cannot be DELeted; they only mislead later GCs. Removed by
+    // name inside the results directory, never through a link.
+    for (name, record) in records {
+        if record.is_none() {
+            cache::remove_result_file(&cni_dir, &name);
+        }
+    }
+}
+
+/// How long GC waits for a container another invocation is working on.
+const GC_LOCK_WAIT: Duration = Duration::from_millis(200);
+
+/// The netns a cached record names, as GC may use it: never this process's own
+/// namespace (a tampered record must not make a delegate delete a host link), so such
+/// a netns is dropped and the delegate only releases what it holds outside (IPAM).
+fn safe_netns(cid: &str, netns: &str) -> String {
+    if !netns.is_empty() && crate::netns::is_own_netns(Path::new(netns)) {
+        tracing::warn!("GC: the cache of {cid} names the host's own netns {netns:?}; deleting without a netns");
+        return String::new();
+    }
+    netns.to_string()
 }
 
 /// DEL every attachment of a stale container; true when all went away.
@@ -99,7 +127,7 @@ async fn delete_container<E: PluginExec, N>(
         // Calico need the pod name on DEL.
         let rt = RuntimeConf {
             container_id: cid.to_string(),
-            netns: record.as_ref().map(|r| r.netns.clone()).unwrap_or_default(),
+            netns: safe_netns(cid, record.as_ref().map(|r| r.netns.as_str()).unwrap_or_default()),
             ifname: d.ifname.clone(),
             cni_args: record
                 .as_ref()

@@ -93,22 +93,55 @@ pub fn run(env: Result<CniEnv>, stdin: &[u8]) -> Output {
             return Output::error(&CniError::io("cannot start the async runtime", e), &reply_version);
         }
     };
+    crate::limits::set(conf.limits());
+    if let Err(e) = refuse_own_netns(&env) {
+        return Output::error(&e, &reply_version);
+    }
     let exec = BinaryExec::new(&conf.bin_dir, &env.path, conf.delegate_timeout());
     let inv = Invocation { conf, env, exec, netns: crate::netns::Netlink };
     let result = runtime.block_on(async {
-        match inv.env.command {
+        // One invocation per container ID at a time on this node (see `lock`).
+        let lock = match inv.env.command {
+            Command::Add | Command::Del | Command::Check => {
+                crate::lock::acquire(&inv.cni_dir(), &inv.env.container_id, inv.conf.lock_timeout()).await?
+            }
+            _ => None,
+        };
+        let result = match inv.env.command {
             Command::Add => add::add(&inv).await.map(Some),
             Command::Del => del::del(&inv).await.map(|_| None),
             Command::Check => check::check(&inv).await.map(|_| None),
             Command::Status => status::status(&inv).await.map(|_| None),
             Command::Gc => gc::gc(&inv).await.map(|_| None),
             Command::Version => unreachable!("answered above"),
+        };
+        // No lock file outlives its invocation (waiters notice and retry).
+        if let Some(lock) = lock {
+            lock.finish();
         }
+        result
     });
     match result {
         Ok(stdout) => Output { stdout, exit_code: 0 },
         Err(e) => Output::error(&e, &reply_version),
     }
+}
+
+/// The skel's rule (code 8): ADD, DEL and CHECK never operate on the plugin's own
+/// network namespace, unless the runtime says so with CNI_NETNS_OVERRIDE.
+fn refuse_own_netns(env: &CniEnv) -> Result<()> {
+    let overridden = std::env::var_os("CNI_NETNS_OVERRIDE").is_some_and(|v| !v.is_empty());
+    if matches!(env.command, Command::Add | Command::Del | Command::Check)
+        && !env.netns.is_empty()
+        && !overridden
+        && crate::netns::is_own_netns(std::path::Path::new(&env.netns))
+    {
+        return Err(CniError::new(
+            code::INVALID_NETNS,
+            format!("plugin's netns and netns {:?} are the same (set CNI_NETNS_OVERRIDE to allow)", env.netns),
+        ));
+    }
+    Ok(())
 }
 
 /// One invocation's world: the config, the runtime's environment, and the effects

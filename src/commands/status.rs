@@ -17,10 +17,10 @@ pub async fn status<E: PluginExec, N>(inv: &Invocation<E, N>) -> Result<()> {
     }
     inv.conf.require_networks()?;
     let file = &inv.conf.readiness_indicator_file;
-    if !file.is_empty() && !Path::new(file).exists() {
+    if !file.is_empty() && !crate::safefs::is_regular_file(Path::new(file)) {
         return Err(CniError::new(
             code::NOT_AVAILABLE,
-            format!("the default network is not ready: {file} does not exist"),
+            format!("the default network is not ready: {file} does not exist or is not a regular file"),
         ));
     }
     let kube = primary::connect_if_needed(inv, false).await;

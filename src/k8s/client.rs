@@ -11,7 +11,7 @@ use crate::config::MultusConf;
 use crate::error::{CniError, Result, code};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::KubeConfigOptions;
 use kube::{Api, Client, Config};
 use serde_json::Value;
 use std::cell::{Cell, RefCell};
@@ -72,9 +72,8 @@ impl Kube {
     pub async fn connect(conf: &MultusConf, budget: Duration) -> Result<Option<Kube>> {
         let deadline = Instant::now() + budget;
         let mut cfg = if !conf.kubeconfig.is_empty() {
-            let kc = Kubeconfig::read_from(&conf.kubeconfig).map_err(|e| {
-                CniError::new(code::KUBERNETES, format!("failed to read the kubeconfig {}: {e}", conf.kubeconfig))
-            })?;
+            // Bounded: non-blocking regular-file read, exec plugin killed at the deadline.
+            let kc = super::kubeconfig::read(&conf.kubeconfig, deadline).await?;
             Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.map_err(|e| {
                 CniError::new(
                     code::KUBERNETES,

@@ -56,10 +56,23 @@ fn conf_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     Ok(files)
 }
 
+/// Read a configured CNI config file: opened non-blocking (a FIFO or a device there
+/// never blocks the plugin), regular files only, at most `maxConfigFileBytes`. Links are
+/// followed: confDir and clusterNetwork are the operator's, who links configs freely.
+pub fn read_config_file(path: &Path) -> Result<Vec<u8>> {
+    let limit = crate::limits::get().max_config_file_bytes;
+    crate::safefs::read_regular(path, limit, true).map_err(|e| {
+        if crate::safefs::is_too_large(&e) {
+            crate::limits::too_large(&format!("CNI config file {}", path.display()), limit, "maxConfigFileBytes")
+        } else {
+            CniError::invalid_config(format!("error reading CNI config file {}: {e}", path.display()))
+        }
+    })
+}
+
 /// Load one config file: a `.conflist`, or a single config that must have `type`.
 pub fn load_file(path: &Path) -> Result<NetworkConfig> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| CniError::invalid_config(format!("error reading CNI config file {}: {e}", path.display())))?;
+    let bytes = read_config_file(path)?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
         CniError::invalid_config(format!(
             "Error loading CNI config file {}: error parsing configuration: {e}",
@@ -76,7 +89,7 @@ pub fn load_file(path: &Path) -> Result<NetworkConfig> {
 /// The first config file in `dir` (lexical order) whose network name is `name`.
 pub fn find_in_conf_dir(dir: &Path, name: &str) -> Result<NetworkConfig> {
     for path in conf_files(dir)? {
-        let Ok(bytes) = std::fs::read(&path) else { continue };
+        let Ok(bytes) = read_config_file(&path) else { continue };
         let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
             return Err(CniError::invalid_config(format!(
                 "Error loading CNI config file {}: error parsing configuration",
@@ -95,7 +108,7 @@ pub fn find_in_conf_dir(dir: &Path, name: &str) -> Result<NetworkConfig> {
 pub fn load_path(path: &Path) -> Result<NetworkConfig> {
     if path.is_dir() {
         for file in conf_files(path)? {
-            let is_ours = std::fs::read(&file)
+            let is_ours = read_config_file(&file)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
                 .is_some_and(|v| is_multus_config(&v));

@@ -43,7 +43,8 @@ pub(crate) fn check_cache(dir: &Path, stale_after: Duration, now: SystemTime) ->
         }
     };
     let containers = cache::cached_containers(dir);
-    let results = cache::all_results(dir);
+    let results: Vec<_> =
+        cache::all_results(dir).into_iter().map(|(name, r)| (cache::results_dir(dir).join(name), r)).collect();
     let mode = meta.permissions().mode() & 0o777;
     let mut checks = vec![Check::ok(
         check,

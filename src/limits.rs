@@ -1,0 +1,38 @@
+//! The file-size limits of this invocation, each with its config key (README's
+//! configuration table, docs/security.md). Set once from the config, read wherever a
+//! file from `cniDir` or a configured path is read, so the cache and NAD loaders keep
+//! their signatures.
+
+use crate::error::{CniError, code};
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `maxCacheFileBytes`: the largest record read from `cniDir`.
+    pub max_cache_file_bytes: u64,
+    /// `maxConfigFileBytes`: the largest kubeconfig, clusterNetwork or confDir file read.
+    pub max_config_file_bytes: u64,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits { max_cache_file_bytes: 16 << 20, max_config_file_bytes: 4 << 20 };
+}
+
+static LIMITS: OnceLock<Limits> = OnceLock::new();
+
+/// Set this process's limits (the first call wins: one config per invocation).
+pub fn set(limits: Limits) {
+    let _ = LIMITS.set(limits);
+}
+
+pub fn get() -> Limits {
+    LIMITS.get().copied().unwrap_or(Limits::DEFAULT)
+}
+
+/// The error for a file of `what` over `limit`, naming the key that raises it.
+pub fn too_large(what: &str, limit: u64, key: &str) -> CniError {
+    CniError::new(
+        code::IO,
+        format!("{what} is larger than the limit of {limit} bytes (raise it with the config key {key:?})"),
+    )
+}
