@@ -39,6 +39,15 @@ fn default_api_timeout() -> f64 {
 fn default_readiness_timeout() -> f64 {
     45.0
 }
+fn default_pod_resources_socket() -> String {
+    "/var/lib/kubelet/pod-resources/kubelet.sock".into()
+}
+fn default_kubelet_checkpoint_file() -> String {
+    "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint".into()
+}
+fn default_device_info_dir() -> String {
+    crate::devices::deviceinfo::DEFAULT_DIR.into()
+}
 
 /// Log rotation for `logFile` (Go Multus parses it but never applies it; we do).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,6 +155,16 @@ pub struct MultusConf {
     /// Also write the deprecated `k8s.v1.cni.cncf.io/networks-status` key.
     #[serde(default)]
     pub write_legacy_networks_status: bool,
+    /// The kubelet pod-resources socket, asked for the devices of NADs with a
+    /// `resourceName` (Go Multus: fixed path).
+    #[serde(default = "default_pod_resources_socket")]
+    pub pod_resources_socket: String,
+    /// The kubelet device-manager checkpoint, used when the socket is absent.
+    #[serde(default = "default_kubelet_checkpoint_file")]
+    pub kubelet_checkpoint_file: String,
+    /// Base of the device-info files (`dp/` from device plugins, `cni/` per attachment).
+    #[serde(default = "default_device_info_dir")]
+    pub device_info_dir: String,
 
     /// GC input: the attachments the runtime still knows.
     #[serde(default, rename = "cni.dev/valid-attachments", skip_serializing_if = "Option::is_none")]

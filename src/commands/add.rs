@@ -46,6 +46,7 @@ pub async fn add<E: PluginExec, N: NetnsOps>(node: &Node<E, N>) -> Result<Value>
     let plan = pod::plan(node, kube.as_ref(), &k8s, pod.as_ref(), PlanFor::Add).await?;
     let delegates = &plan.delegates;
     validate_plan(node, &k8s, delegates).await?;
+    crate::devices::write_device_info(conf, &node.env.container_id, delegates, &plan.devices);
     let mut results = run_delegates(node, &k8s, delegates).await?;
     if let Err(e) = apply_default_routes(node, &k8s, &plan, &mut results).await {
         rollback(node, &k8s, delegates, &results).await;
@@ -156,7 +157,11 @@ async fn publish<E: PluginExec, N: NetnsOps>(
         }
         let gws = plan.default_routes.get(i).cloned().flatten().unwrap_or_default();
         let confirmed = r.sandbox_interfaces().next().is_some();
-        entries.extend(status::entries(&d.name, &d.ifname, d.master, &r, &gws).into_iter().map(|e| (e, confirmed)));
+        let device_info = crate::devices::status_device_info(&node.conf, &node.env.container_id, d);
+        entries.extend(status::entries(&d.name, &d.ifname, d.master, &r, &gws).into_iter().map(|mut e| {
+            e.device_info = device_info.clone();
+            (e, confirmed)
+        }));
     }
     // Fill what results lack (Calico reports no sandbox interface, some plugins no MAC)
     // from the netns: one netlink dump, only when something is missing.
@@ -294,6 +299,7 @@ pub async fn rollback<E: PluginExec, N>(node: &Node<E, N>, k8s: &K8sArgs, done: 
             tracing::error!("{} rollback of {} ({}) failed: {}", k8s.tag(), d.ifname, d.name, e.msg);
         }
         cache::remove_result(&cni_dir, d.config.name(), &node.env.container_id, &d.ifname);
+        crate::devices::remove_device_info(&node.conf, &node.env.container_id, d);
     }
     if let Err(e) = cache::remove_delegates(&cni_dir, &node.env.container_id) {
         tracing::error!("{} {}", k8s.tag(), e.msg);

@@ -38,7 +38,9 @@ pub async fn del<E: PluginExec, N>(node: &Node<E, N>) -> Result<()> {
         }
         let rt = node.runtime_conf(&k8s, &d);
         let cached = node.prev_result_for(&d);
-        match delegate::del_network(&node.exec, &d.config, &rt, cached.as_ref()).await {
+        let deleted = delegate::del_network(&node.exec, &d.config, &rt, cached.as_ref()).await;
+        crate::devices::remove_device_info(&node.conf, cid, &d);
+        match deleted {
             Ok(()) => cache::remove_result(&cni_dir, d.config.name(), cid, &d.ifname),
             Err(e) if known == Known::Guessed => {
                 tracing::warn!(

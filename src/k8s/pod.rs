@@ -118,6 +118,8 @@ pub async fn lookup<E, N>(node: &Node<E, N>, kube: &Kube, k8s: &K8sArgs) -> Resu
 pub struct Plan {
     pub delegates: Vec<Delegate>,
     pub default_routes: Vec<Option<Vec<IpAddr>>>,
+    /// The device (resource, ID) of each delegate whose NAD names a `resourceName`.
+    pub devices: crate::devices::Assigned,
 }
 
 enum Source {
@@ -232,10 +234,10 @@ pub async fn plan<E: PluginExec, N>(
             Some(kube) => {
                 let found = kube.get_nad(namespace, name).await;
                 Some(match found {
-                    Ok(Some(obj)) => nad::config_from_nad(&obj, &conf.conf_dir, &conf.cni_version).map(|c| (c, format!("{namespace}/{name}"))),
+                    Ok(Some(obj)) => nad::config_from_nad(&obj, &conf.conf_dir, &conf.cni_version).map(|c| (c, format!("{namespace}/{name}"), crate::devices::resource_name(&obj))),
                     Ok(None) if or_file => nad::find_in_conf_dir(Path::new(&conf.conf_dir), name).map(|c| {
                         let n = c.name().to_string();
-                        (c, n)
+                        (c, n, None)
                     }),
                     Ok(None) => Err(CniError::new(
                         code::KUBERNETES,
@@ -261,11 +263,12 @@ pub async fn plan<E: PluginExec, N>(
 
     let runtime = node.runtime_capabilities();
     let mut plan = Plan::default();
+    let mut resources = Vec::with_capacity(slots.len());
     for (i, (slot, fetched)) in slots.into_iter().zip(fetched).enumerate() {
-        let (config, name) = match (slot.source, fetched) {
+        let (config, name, resource) = match (slot.source, fetched) {
             (Source::Ready(c), _) => {
                 let n = c.name().to_string();
-                (c, n)
+                (c, n, None)
             }
             (_, Some(Ok(found))) => found,
             (Source::Nad { namespace, name, .. }, Some(Err(e))) => {
@@ -299,7 +302,10 @@ pub async fn plan<E: PluginExec, N>(
             if slot.master { runtime.clone() } else { attachment_capabilities(&sel, &config, &name)? };
         plan.default_routes.push(sel.default_route.clone());
         plan.delegates.push(Delegate { config, name, ifname, master: slot.master, capability_args });
+        resources.push(resource);
     }
+    let cid = &node.env.container_id;
+    plan.devices = crate::devices::attach(conf, kube, k8s, pod, cid, &mut plan.delegates, &resources).await?;
     Ok(plan)
 }
 
