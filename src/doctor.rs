@@ -969,6 +969,7 @@ async fn check_nads(
             )),
         }
     }
+    report.extend(crate::devices::tools::check_pod_resources(conf, &list.items).await);
     let missing = check_binaries(exec, &networks, Status::Warn);
     let plugins = if missing.is_empty() { "their plugins are installed here" } else { "some plugins are missing here" };
     report

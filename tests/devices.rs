@@ -450,3 +450,26 @@ fn host_device_acts_on_the_injected_pci_address() {
     s.w.cni("DEL", &pod, &s.conf()).ok();
     s.w.assert_nothing_left();
 }
+
+/// `multus doctor`'s check: the fake kubelet answers on the socket a NAD's resource needs.
+#[test]
+fn doctor_reaches_the_pod_resources_socket() {
+    let s = Setup::new();
+    let pod = s.w.pod_ref("default", "sriovdoctor");
+    let _kubelet = KubeletServer::start(
+        &s.socket(),
+        KubeletState { pods: vec![pod_resources(&pod, &[(RESOURCE, &["0000:03:02.3"])])], ..Default::default() },
+    );
+    let conf = multus::config::MultusConf::parse(s.conf().to_string().as_bytes()).unwrap();
+    let nad: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": "sriov-net", "namespace": "default", "annotations": {multus::devices::RESOURCE_NAME_ANNOTATION: RESOURCE}},
+        "spec": {"config": "{}"}
+    }))
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let checks = rt.block_on(multus::devices::tools::check_pod_resources(&conf, &[nad]));
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0].status, multus::doctor::Status::Ok, "{checks:?}");
+    assert!(checks[0].message.contains("(1 pods)") && checks[0].message.contains(RESOURCE), "{}", checks[0].message);
+}

@@ -18,6 +18,7 @@ pub mod checkpoint;
 pub mod deviceinfo;
 pub mod inject;
 pub mod podresources;
+pub mod tools;
 
 use crate::cni::K8sArgs;
 use crate::config::MultusConf;

@@ -148,3 +148,14 @@ impl ResourceMap {
         }
     }
 }
+
+/// `multus doctor`: can the kubelet's pod-resources API be reached? The number of pods it
+/// reports, within `budget`.
+pub async fn probe(socket: &Path, budget: Duration) -> Result<usize> {
+    let mut client = client(socket)?;
+    match tokio::time::timeout(budget, client.list(v1::ListPodResourcesRequest {})).await {
+        Err(_) => Err(CniError::new(code::TRY_AGAIN_LATER, format!("no answer within {budget:?}"))),
+        Ok(Err(s)) => Err(grpc_error(socket, "List", &s)),
+        Ok(Ok(resp)) => Ok(resp.into_inner().pod_resources.len()),
+    }
+}
