@@ -473,3 +473,37 @@ fn doctor_reaches_the_pod_resources_socket() {
     assert_eq!(checks[0].status, multus::doctor::Status::Ok, "{checks:?}");
     assert!(checks[0].message.contains("(1 pods)") && checks[0].message.contains(RESOURCE), "{}", checks[0].message);
 }
+
+/// A DEL that lost every cache rebuilds the list from the API and asks the kubelet again
+/// (as Go Multus): the delegate's DEL still names its device. When the kubelet has
+/// released it meanwhile, the attachment is deleted without one rather than left behind.
+#[test]
+fn cacheless_del_looks_the_device_up_again_or_deletes_without_it() {
+    let s = Setup::new();
+    let pod = s.w.add_pod("sriovnocache", &[(NETWORKS, "sriov-net")]);
+    s.add_nad("sriov-net", &s.fake_sriov("10.56.217.2/24"), Some(RESOURCE));
+    let kubelet = KubeletServer::start(
+        &s.socket(),
+        KubeletState { pods: vec![pod_resources(&pod, &[(RESOURCE, &["0000:03:02.3"])])], ..Default::default() },
+    );
+    s.w.cni("ADD", &pod, &s.conf()).ok();
+    let wipe = || {
+        for f in s.w.cache_files() {
+            std::fs::remove_file(f).unwrap();
+        }
+    };
+    wipe();
+    s.w.cni("DEL", &pod, &s.conf()).ok();
+    assert_eq!(kubelet.calls(), (2, 0), "looked up again");
+    let del = s.calls().into_iter().find(|c| c.0 == "DEL").expect("the SR-IOV delegate's DEL ran");
+    assert_eq!(del.2["deviceID"], "0000:03:02.3");
+
+    // Again, with the kubelet no longer reporting the pod's devices.
+    s.w.cni("ADD", &pod, &s.conf()).ok();
+    wipe();
+    kubelet.state.0.lock().unwrap().pods.clear();
+    std::fs::write(&s.record, "").unwrap();
+    s.w.cni("DEL", &pod, &s.conf()).ok();
+    let del = s.calls().into_iter().find(|c| c.0 == "DEL").expect("deleted without a device");
+    assert!(del.2.get("deviceID").is_none(), "{}", del.2);
+}

@@ -128,6 +128,11 @@ pub type Assigned = Vec<Option<(String, String)>>;
 /// Give each attachment whose NAD names a resource (`resources[i]` for `delegates[i]`) its
 /// device. No lookup when none does. The master gets the ID in its config only (Go Multus
 /// passes the runtime's own values to the master).
+///
+/// `strict` (ADD): a failed lookup or a missing device fails. Otherwise (a DEL rebuilding
+/// the list without a cache, when the kubelet may have released the devices already) the
+/// attachments go without a device, as in Go Multus, and are still deleted.
+#[allow(clippy::too_many_arguments)]
 pub async fn attach(
     conf: &MultusConf,
     kube: Option<&Kube>,
@@ -136,17 +141,29 @@ pub async fn attach(
     container_id: &str,
     delegates: &mut [Delegate],
     resources: &[Option<String>],
+    strict: bool,
 ) -> Result<Assigned> {
     let mut assigned: Assigned = vec![None; delegates.len()];
     if let (Some(pod), true) = (pod, resources.iter().any(Option::is_some)) {
-        let budget = kube.map(Kube::remaining).unwrap_or_else(|| conf.api_timeout());
-        let map = lookup(conf, pod, budget).await.map_err(|e| e.context(k8s.tag()))?;
+        // A budget already spent still gets a moment: "0 s" would be no answer at all.
+        let budget = kube.map(Kube::remaining).unwrap_or_else(|| conf.api_timeout()).max(Duration::from_millis(200));
+        let map = match lookup(conf, pod, budget).await {
+            Ok(map) => map,
+            Err(e) if !strict => {
+                tracing::warn!("{} devices unknown, attachments go without: {}", k8s.tag(), e.msg);
+                ResourceMap::default()
+            }
+            Err(e) => return Err(e.context(k8s.tag())),
+        };
         let mut used: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, (d, r)) in delegates.iter_mut().zip(resources).enumerate() {
             let Some(r) = r else { continue };
             let k = used.entry(r.as_str()).or_default();
             let ids = map.ids(r);
             let Some(id) = ids.get(*k) else {
+                if !strict {
+                    continue;
+                }
                 return Err(CniError::invalid_config(format!(
                     "{} network {:?} ({}): the pod has no device of resource {r:?} for it: the kubelet allocated {} ({}) to the pod and {} attachments need one; add {r:?} to the pod's resource requests and limits, once per attachment",
                     k8s.tag(),
@@ -271,7 +288,7 @@ mod tests {
             delegate("ns/a", "net3", false),
         ];
         let res = [None, Some("r/a".to_string()), None, Some("r/a".to_string())];
-        let got = attach(&c, None, &k8s, Some(&pod), "cid", &mut ds, &res).await.unwrap();
+        let got = attach(&c, None, &k8s, Some(&pod), "cid", &mut ds, &res, true).await.unwrap();
         assert_eq!(got[1], Some(("r/a".into(), "d1".into())));
         assert_eq!(got[3], Some(("r/a".into(), "d2".into())));
         assert_eq!(ds[1].capability_args["deviceID"], "d1");
@@ -286,17 +303,20 @@ mod tests {
         let mut three =
             vec![delegate("ns/a", "net1", false), delegate("ns/a", "net2", false), delegate("ns/a", "net3", false)];
         let res = [Some("r/a".to_string()), Some("r/a".to_string()), Some("r/a".to_string())];
-        let e = attach(&c, None, &k8s, Some(&pod), "cid", &mut three, &res).await.unwrap_err();
+        let e = attach(&c, None, &k8s, Some(&pod), "cid", &mut three, &res, true).await.unwrap_err();
         assert_eq!(e.code, code::INVALID_CONFIG);
         assert!(e.msg.contains("allocated 2 (d1, d2)") && e.msg.contains("3 attachments"), "{}", e.msg);
 
         // Nothing named: no lookup at all (no socket, no checkpoint needed).
         std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
         let mut plain = vec![delegate("ns/b", "net1", false)];
-        attach(&c, None, &k8s, Some(&pod), "cid", &mut plain, &[None]).await.unwrap();
-        let e = attach(&c, None, &k8s, Some(&pod), "cid", &mut plain, &[Some("r/a".into())]).await.unwrap_err();
+        attach(&c, None, &k8s, Some(&pod), "cid", &mut plain, &[None], true).await.unwrap();
+        let e = attach(&c, None, &k8s, Some(&pod), "cid", &mut plain, &[Some("r/a".into())], true).await.unwrap_err();
         assert_eq!(e.code, code::TRY_AGAIN_LATER);
         assert!(e.msg.contains("podResourcesSocket") && e.msg.contains("kubeletCheckpointFile"), "{}", e.msg);
+        // A cache-less DEL still deletes, without a device.
+        let got = attach(&c, None, &k8s, Some(&pod), "cid", &mut plain, &[Some("r/a".into())], false).await.unwrap();
+        assert_eq!(got, vec![None]);
     }
 
     #[test]

@@ -305,7 +305,8 @@ pub async fn plan<E: PluginExec, N>(
         resources.push(resource);
     }
     let cid = &node.env.container_id;
-    plan.devices = crate::devices::attach(conf, kube, k8s, pod, cid, &mut plan.delegates, &resources).await?;
+    let strict = purpose == PlanFor::Add;
+    plan.devices = crate::devices::attach(conf, kube, k8s, pod, cid, &mut plan.delegates, &resources, strict).await?;
     Ok(plan)
 }
 
