@@ -507,3 +507,28 @@ fn cacheless_del_looks_the_device_up_again_or_deletes_without_it() {
     let del = s.calls().into_iter().find(|c| c.0 == "DEL").expect("deleted without a device");
     assert!(del.2.get("deviceID").is_none(), "{}", del.2);
 }
+
+/// A failing attachment rolls the ADD back: no device-info file of any attachment is left.
+#[test]
+fn failed_add_leaves_no_device_info_files() {
+    let s = Setup::new();
+    let pod = s.w.add_pod("sriovfail", &[(NETWORKS, "sriov-net,sriov-bad,sriov-net")]);
+    s.add_nad("sriov-net", &s.fake_sriov("10.56.217.2/24"), Some(RESOURCE));
+    let mut bad = s.fake_sriov("10.56.217.3/24");
+    bad["fake"]["add"] = "fail7".into();
+    s.add_nad("sriov-bad", &bad, Some(RESOURCE));
+    let ids = ["0000:03:02.1", "0000:03:02.2", "0000:03:02.3"];
+    for id in ids {
+        s.dp_device_info(id);
+    }
+    let _kubelet = KubeletServer::start(
+        &s.socket(),
+        KubeletState { pods: vec![pod_resources(&pod, &[(RESOURCE, &ids)])], ..Default::default() },
+    );
+    let (code, _) = s.w.cni("ADD", &pod, &s.conf()).err();
+    assert_eq!(code, 7);
+    let left: Vec<_> = std::fs::read_dir(s.w.path("devinfo/cni")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, Vec::<std::ffi::OsString>::new(), "device-info files left");
+    s.w.cni("DEL", &pod, &s.conf()).ok();
+    s.w.assert_nothing_left();
+}

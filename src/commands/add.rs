@@ -47,7 +47,11 @@ pub async fn add<E: PluginExec, N: NetnsOps>(node: &Node<E, N>) -> Result<Value>
     let delegates = &plan.delegates;
     validate_plan(node, &k8s, delegates).await?;
     crate::devices::write_device_info(conf, &node.env.container_id, delegates, &plan.devices);
-    let mut results = run_delegates(node, &k8s, delegates).await?;
+    // A failed run rolls back what ran; the device-info files of the rest go too.
+    let cid = &node.env.container_id;
+    let mut results = run_delegates(node, &k8s, delegates)
+        .await
+        .inspect_err(|_| delegates.iter().for_each(|d| crate::devices::remove_device_info(conf, cid, d)))?;
     if let Err(e) = apply_default_routes(node, &k8s, &plan, &mut results).await {
         rollback(node, &k8s, delegates, &results).await;
         return Err(e);
