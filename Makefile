@@ -36,7 +36,7 @@ endef
 .PHONY: proto-deps e2e-deps e2e
 proto-deps:
 	$(call apt-install,$(PROTO_PACKAGES))
-deps build lint: proto-deps
+deps build release lint: proto-deps
 
 e2e-deps:
 	$(call apt-install,$(E2E_PACKAGES))

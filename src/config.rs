@@ -48,6 +48,15 @@ fn default_max_cache_file_bytes() -> u64 {
 fn default_max_config_file_bytes() -> u64 {
     crate::limits::Limits::DEFAULT.max_config_file_bytes
 }
+fn default_pod_resources_socket() -> String {
+    "/var/lib/kubelet/pod-resources/kubelet.sock".into()
+}
+fn default_kubelet_checkpoint_file() -> String {
+    "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint".into()
+}
+fn default_device_info_dir() -> String {
+    crate::devices::deviceinfo::DEFAULT_DIR.into()
+}
 
 /// Log rotation for `logFile` (Go Multus parses it but never applies it; we do).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,6 +173,16 @@ pub struct MultusConf {
     /// The largest configured file read: kubeconfig, clusterNetwork and confDir files.
     #[serde(default = "default_max_config_file_bytes")]
     pub max_config_file_bytes: u64,
+    /// The kubelet pod-resources socket, asked for the devices of NADs with a
+    /// `resourceName` (Go Multus: fixed path).
+    #[serde(default = "default_pod_resources_socket")]
+    pub pod_resources_socket: String,
+    /// The kubelet device-manager checkpoint, used when the socket is absent.
+    #[serde(default = "default_kubelet_checkpoint_file")]
+    pub kubelet_checkpoint_file: String,
+    /// Base of the device-info files (`dp/` from device plugins, `cni/` per attachment).
+    #[serde(default = "default_device_info_dir")]
+    pub device_info_dir: String,
 
     /// GC input: the attachments the runtime still knows.
     #[serde(default, rename = "cni.dev/valid-attachments", skip_serializing_if = "Option::is_none")]

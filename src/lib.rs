@@ -12,6 +12,7 @@ pub mod cni;
 pub mod commands;
 pub mod config;
 pub mod delegate;
+pub mod devices;
 pub mod error;
 pub mod fsutil;
 pub mod k8s;

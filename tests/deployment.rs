@@ -226,6 +226,8 @@ fn every_seed_nad_and_pod_has_an_example() {
         "sampleapp-2.yaml",
         "sampleapp-dual-1.yaml",
         "sampleapp-dual-2.yaml",
+        "sriov-net.yaml",
+        "sriov-pod.yaml",
     ];
     assert_eq!(names, expected.iter().map(|s| s.to_string()).collect());
     for (name, docs) in examples() {
@@ -258,7 +260,26 @@ fn nads_hold_valid_cni_configs() {
             assert!(types.iter().all(|t| !t.is_empty() && !t.contains('/')), "{name}: {types:?}");
         }
     }
-    assert_eq!(seen, 4);
+    assert_eq!(seen, 5);
+}
+
+/// The SR-IOV example: the NAD names a valid resource, and the pod requests it once per
+/// attachment of that NAD (else the plugin fails the ADD).
+#[test]
+fn sriov_example_requests_one_device_per_attachment() {
+    let nad = example("sriov-net.yaml");
+    let checks = multus::tools::devices::check_resource_name("sriov-net", &nad);
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0].status, multus::tools::report::Status::Ok, "{checks:?}");
+    let resource = nad["metadata"]["annotations"][multus::devices::RESOURCE_NAME_ANNOTATION].as_str().unwrap();
+    let pod = example("sriov-pod.yaml");
+    let value = pod["metadata"]["annotations"][NETWORKS_ANNOTATION].as_str().unwrap();
+    let attachments = parse_networks(value, "default").unwrap().iter().filter(|s| s.name == "sriov-net").count();
+    assert_eq!(attachments, 2);
+    let resources = &pod["spec"]["containers"][0]["resources"];
+    for kind in ["requests", "limits"] {
+        assert_eq!(resources[kind][resource], attachments.to_string(), "{kind}");
+    }
 }
 
 /// SEEDS.md §C, the values that matter.

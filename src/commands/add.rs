@@ -47,7 +47,12 @@ pub async fn add<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>) -> Result<V
     let plan = plan_with_events(inv, kube.as_ref(), &k8s, pod.as_ref()).await?;
     let attachments = &plan.attachments;
     validate_plan(inv, &k8s, attachments).await?;
-    let mut results = run_delegates(inv, &k8s, attachments).await?;
+    let cid = &inv.env.container_id;
+    crate::devices::write_device_info(conf, cid, attachments.iter().map(|a| (&a.delegate, &a.device)));
+    // A failed run rolls back what ran; the device-info files of the rest go too.
+    let mut results = run_delegates(inv, &k8s, attachments).await.inspect_err(|_| {
+        attachments.iter().for_each(|a| crate::devices::remove_device_info(conf, cid, &a.delegate))
+    })?;
     if let Err(e) = apply_default_routes(inv, &k8s, &plan, &mut results).await {
         rollback(inv, &k8s, attachments, &results).await;
         return Err(e);
@@ -175,8 +180,11 @@ async fn publish<E: PluginExec, N: NetnsOps>(
             events.push(("Normal", "AddedInterface", status::added_interface_message(&d.ifname, r, &d.name)));
         }
         let confirmed = r.sandbox_interfaces().next().is_some();
-        let statuses = status::entries(&d.name, &d.ifname, d.primary, r, &a.default_route);
-        entries.extend(statuses.into_iter().map(|e| (e, confirmed)));
+        let device_info = crate::devices::status_device_info(&inv.conf, &inv.env.container_id, d);
+        entries.extend(status::entries(&d.name, &d.ifname, d.primary, r, &a.default_route).into_iter().map(|mut e| {
+            e.device_info = device_info.clone();
+            (e, confirmed)
+        }));
     }
     // Fill what results lack (Calico reports no sandbox interface, some plugins no MAC)
     // from the netns: one netlink dump, only when something is missing.
@@ -319,6 +327,7 @@ pub async fn rollback<E: PluginExec, N>(
             tracing::error!("{} rollback of {} ({}) failed: {}", k8s.tag(), d.ifname, d.name, e.msg);
         }
         cache::remove_result(&cni_dir, d.config.name(), &inv.env.container_id, &d.ifname);
+        crate::devices::remove_device_info(&inv.conf, &inv.env.container_id, d);
     }
     if let Err(e) = cache::remove_delegates(&cni_dir, &inv.env.container_id) {
         tracing::error!("{} {}", k8s.tag(), e.msg);

@@ -39,7 +39,9 @@ pub async fn del<E: PluginExec, N>(inv: &Invocation<E, N>) -> Result<()> {
         }
         let rt = inv.runtime_conf(&k8s, &d);
         let cached = inv.prev_result_for(&d);
-        match delegate::del_network(&inv.exec, &d.config, &rt, cached.as_ref()).await {
+        let deleted = delegate::del_network(&inv.exec, &d.config, &rt, cached.as_ref()).await;
+        crate::devices::remove_device_info(&inv.conf, cid, &d);
+        match deleted {
             Ok(()) => cache::remove_result(&cni_dir, d.config.name(), cid, &d.ifname),
             Err(e) if known == Known::Guessed => {
                 tracing::warn!(

@@ -29,6 +29,10 @@ use std::path::Path;
 pub struct Attachment {
     pub delegate: Delegate,
     pub default_route: Vec<IpAddr>,
+    /// The NAD's `k8s.v1.cni.cncf.io/resourceName`, when it names one.
+    pub resource: Option<String>,
+    /// The device the kubelet allocated for it: `(resource, device ID)`.
+    pub device: Option<(String, String)>,
 }
 
 /// The attachments of a pod, in ADD order; the primary one first.
@@ -99,11 +103,39 @@ pub async fn plan<E: PluginExec, N>(
     let slots = slots(inv, kube.is_some(), k8s, pod)?;
     let fetched = fetch_networks(kube, &inv.conf, &slots).await;
     let mut plan = build(inv, k8s, slots, fetched)?;
+    assign_devices(inv, kube, k8s, pod, &mut plan).await?;
     // The auxiliary chain (auxiliaryCNIChainName) runs last, after every network.
     let mut delegates: Vec<Delegate> = Vec::new();
     super::aux_chain::append_to(inv, plan.attachments.len(), &mut delegates).map_err(|e| e.context(k8s.tag()))?;
-    plan.attachments.extend(delegates.into_iter().map(|delegate| Attachment { delegate, default_route: Vec::new() }));
+    plan.attachments.extend(delegates.into_iter().map(|delegate| Attachment {
+        delegate,
+        default_route: Vec::new(),
+        resource: None,
+        device: None,
+    }));
     Ok(plan)
+}
+
+/// Each attachment whose NAD names a `resourceName` gets its device from the kubelet
+/// ([`crate::devices`]). Required on ADD; a DEL rebuilding its list goes on without.
+async fn assign_devices<E: PluginExec, N>(
+    inv: &Invocation<E, N>,
+    kube: Option<&Kube>,
+    k8s: &K8sArgs,
+    pod: Option<&PodInfo>,
+    plan: &mut Plan,
+) -> Result<()> {
+    let strict = inv.env.command == crate::cni::Command::Add;
+    let (mut delegates, resources): (Vec<Delegate>, Vec<Option<String>>) =
+        plan.attachments.iter().map(|a| (a.delegate.clone(), a.resource.clone())).unzip();
+    let cid = &inv.env.container_id;
+    let assigned =
+        crate::devices::attach(&inv.conf, kube, k8s, pod, cid, &mut delegates, &resources, strict).await?;
+    for ((a, delegate), device) in plan.attachments.iter_mut().zip(delegates).zip(assigned) {
+        a.delegate = delegate;
+        a.device = device;
+    }
+    Ok(())
 }
 
 /// Step 1: the slots from the config (clusterNetwork + defaultNetworks, or the static
@@ -187,8 +219,8 @@ fn selected_slot(sel: &NetworkSelection, primary: bool) -> Slot {
     Slot { source, selection: Some(sel.clone()), primary }
 }
 
-/// A fetched network: its config and its status/event name.
-pub type Fetched = Result<(NetworkConfig, String)>;
+/// A fetched network: its config, its status/event name and the NAD's resourceName.
+pub type Fetched = Result<(NetworkConfig, String, Option<String>)>;
 
 /// Step 2: every NAD at once — one round trip for the whole list, not one per network,
 /// and one GET per NAD however often it is listed (`a,a` gives two attachments). One
@@ -223,11 +255,13 @@ pub async fn fetch_networks(kube: Option<&Kube>, conf: &MultusConf, slots: &[Slo
 async fn fetch_network(kube: &Kube, conf: &MultusConf, namespace: &str, name: &str, or_file: bool) -> Fetched {
     match kube.get_nad(namespace, name).await {
         Ok(Some(obj)) => {
-            nad::config_from_nad(&obj, &conf.conf_dir, &conf.cni_version).map(|c| (c, format!("{namespace}/{name}")))
+            let resource = crate::devices::resource_name(&obj);
+            nad::config_from_nad(&obj, &conf.conf_dir, &conf.cni_version)
+                .map(|c| (c, format!("{namespace}/{name}"), resource))
         }
         Ok(None) if or_file => nad::find_in_conf_dir(Path::new(&conf.conf_dir), name).map(|c| {
             let n = c.name().to_string();
-            (c, n)
+            (c, n, None)
         }),
         Ok(None) => Err(CniError::new(
             code::KUBERNETES,
@@ -252,10 +286,10 @@ pub fn build<E: PluginExec, N>(
     let runtime = inv.runtime_capabilities();
     let mut plan = Plan::default();
     for (i, (slot, fetched)) in slots.into_iter().zip(fetched).enumerate() {
-        let (config, name) = match (slot.source, fetched) {
+        let (config, name, resource) = match (slot.source, fetched) {
             (Source::Ready(c), _) => {
                 let n = c.name().to_string();
-                (c, n)
+                (c, n, None)
             }
             (_, Some(Ok(found))) => found,
             (Source::Nad { .. }, Some(Err(e))) => {
@@ -284,7 +318,8 @@ pub fn build<E: PluginExec, N>(
         let capability_args =
             if slot.primary { runtime.clone() } else { attachment_capabilities(&sel, &config, &name)? };
         let delegate = Delegate { config, name, ifname, primary: slot.primary, capability_args };
-        plan.attachments.push(Attachment { delegate, default_route: sel.default_route.unwrap_or_default() });
+        let default_route = sel.default_route.unwrap_or_default();
+        plan.attachments.push(Attachment { delegate, default_route, resource, device: None });
     }
     Ok(plan)
 }

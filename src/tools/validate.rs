@@ -242,6 +242,7 @@ fn check_document(index: usize, doc: &Value, default_namespace: &str) -> (Vec<Ch
         ),
         (Some(_), _) => {}
     }
+    f.checks.extend(crate::tools::devices::check_resource_name(&f.label, doc));
     let loaded = check_spec_config(&mut f, doc, name).filter(|_| !f.failed());
     let summary = loaded.as_ref().map(|(config, injected)| Check::ok(&f.label, describe(config, *injected)));
     let capabilities = loaded.as_ref().map(|(config, _)| config.capabilities());

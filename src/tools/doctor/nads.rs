@@ -42,6 +42,7 @@ pub(crate) async fn check_nads(
             )),
         }
     }
+    report.extend(crate::tools::devices::check_pod_resources(conf, &list.items).await);
     let missing = check_binaries(exec, &networks, Status::Warn);
     let plugins = if missing.is_empty() { "their plugins are installed here" } else { "some plugins are missing here" };
     report
