@@ -158,6 +158,8 @@ fn tls_failures_say_which_and_are_permanent() {
     let cases = [
         ("other-ca", "IP:127.0.0.1", "2", "is not signed by the kubeconfig's CA"),
         ("cluster-ca", "DNS:elsewhere.example", "2", "is not valid for that host name or address"),
+        // -days 0: notAfter is now, past by the time the plugin connects (after the sleep below).
+        ("cluster-ca", "IP:127.0.0.1", "0", "has expired or is not yet valid"),
     ];
     for (trusted, san, days, want) in cases {
         assert!(server_cert(&dir.0, "cluster-ca", san, days), "openssl x509 -req");
@@ -165,6 +167,9 @@ fn tls_failures_say_which_and_are_permanent() {
             eprintln!("SKIP: openssl s_server did not start");
             return;
         };
+        if days == "0" {
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
         let url = format!("https://127.0.0.1:{}", server.port);
         let kc = kubeconfig(&dir.0, &url, Some(&dir.0.join(format!("{trusted}.crt"))), "t");
         let (rc, code, msg) = add(&dir.0, &kc);
