@@ -126,7 +126,8 @@ impl Cri {
                 namespace: pod.namespace.clone(),
                 attempt: 0,
             }),
-            hostname: pod.name.clone(),
+            // Kubelet leaves it empty on the host's network: no UTS namespace of its own.
+            hostname: if pod.host_network { String::new() } else { pod.name.clone() },
             log_directory: log_dir.to_string_lossy().into_owned(),
             port_mappings: pod
                 .ports

@@ -227,7 +227,7 @@ fn daemonset_scenarios(options: &Options, suite: &Suite, pause_archive: &Path, r
     report.scenario(names[1], || {
         // A fresh node again, so that the run really writes its config before the stop.
         for path in [node.bin_dir().join("multus"), node.kubeconfig()].into_iter().chain(node.multus_config()) {
-            std::fs::remove_file(path)?;
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         }
         let found = daemonset::run(suite, &containerd, &node, &ds, &["--cleanup-config-on-exit"], 1, false)?;
         println!("    installed: {}", found.installed.join(", "));
