@@ -14,7 +14,8 @@ CNI_BIN=${CNI_BIN:-/usr/lib/cni}
 WORK=/run/multus-demo
 PREFIX=mdemo
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Bold headings on a terminal only: a log file or a pipe gets no escape codes.
+if [ -t 1 ]; then say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }; else say() { printf '\n== %s\n' "$*"; }; fi
 
 cleanup() {
   if [ -f "$WORK/standin.pid" ]; then kill "$(cat "$WORK/standin.pid")" 2>/dev/null || true; fi
@@ -47,7 +48,11 @@ echo $! > "$WORK/standin.pid"
 for _ in $(seq 100); do [ -s "$WORK/api" ] && break; sleep 0.05; done
 API=$(cat "$WORK/api")
 echo "API: $API"
-curl -s "$API/apis/k8s.cni.cncf.io/v1/network-attachment-definitions" | jq -r '.items[] | "NAD \(.metadata.namespace)/\(.metadata.name)"'
+say "The inputs: each NAD's spec.config and each pod's networks annotation"
+curl -s "$API/apis/k8s.cni.cncf.io/v1/network-attachment-definitions" | jq -r '.items[] | "NAD \(.metadata.namespace)/\(.metadata.name): \(.spec.config | fromjson? // . | tojson)"'
+for i in 1 2; do
+  curl -s "$API/_standin/pods/default/pod$i" | jq -r '"pod\('$i') k8s.v1.cni.cncf.io/networks: \(.metadata.annotations["k8s.v1.cni.cncf.io/networks"])"'
+done
 curl -s -X DELETE "$API/_standin/requests" >/dev/null   # from here on, only the plugin's requests
 
 node_conf() { # $1 = node number

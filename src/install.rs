@@ -866,20 +866,36 @@ mod tests {
     /// existing DaemonSet keeps working with our image.
     #[test]
     fn accepts_every_go_thin_entrypoint_flag() {
-        let go_daemonset_args = ["--multus-conf-file=auto", "--multus-autoconfig-dir=/host/etc/cni/net.d",
-            "--cni-conf-dir=/host/etc/cni/net.d"];
+        let go_daemonset_args = [
+            "--multus-conf-file=auto",
+            "--multus-autoconfig-dir=/host/etc/cni/net.d",
+            "--cni-conf-dir=/host/etc/cni/net.d",
+        ];
         assert!(Cli::try_parse_from(std::iter::once("install").chain(go_daemonset_args)).is_ok());
         let every_go_flag = [
-            "--cni-bin-dir=/host/opt/cni/bin", "--cni-conf-dir", "/host/etc/cni/net.d", "--cni-version=0.3.1",
-            "--multus-conf-file=auto", "--multus-bin-file=/usr/src/multus-cni/bin/multus",
-            "--multus-cni-conf-dir=/host/etc/cni/multus/net.d", "--skip-multus-binary-copy=false",
+            "--cni-bin-dir=/host/opt/cni/bin",
+            "--cni-conf-dir",
+            "/host/etc/cni/net.d",
+            "--cni-version=0.3.1",
+            "--multus-conf-file=auto",
+            "--multus-bin-file=/usr/src/multus-cni/bin/multus",
+            "--multus-cni-conf-dir=/host/etc/cni/multus/net.d",
+            "--skip-multus-binary-copy=false",
             "--multus-kubeconfig-file-host=/etc/cni/net.d/multus.d/multus.kubeconfig",
-            "--multus-master-cni-file-name=10-flannel.conflist", "--namespace-isolation=true",
-            "--global-namespaces=default,kube-system", "--multus-autoconfig-dir=/host/etc/cni/net.d",
-            "--multus-log-to-stderr=true", "--multus-log-level=verbose", "--multus-log-file=/var/log/multus.log",
-            "--override-network-name=false", "--cleanup-config-on-exit=true", "--rename-conf-file=true",
-            "--readiness-indicator-file=/run/flannel/subnet.env", "--additional-bin-dir=/opt/multus/bin",
-            "--skip-tls-verify=false", "--force-cni-version=false",
+            "--multus-master-cni-file-name=10-flannel.conflist",
+            "--namespace-isolation=true",
+            "--global-namespaces=default,kube-system",
+            "--multus-autoconfig-dir=/host/etc/cni/net.d",
+            "--multus-log-to-stderr=true",
+            "--multus-log-level=verbose",
+            "--multus-log-file=/var/log/multus.log",
+            "--override-network-name=false",
+            "--cleanup-config-on-exit=true",
+            "--rename-conf-file=true",
+            "--readiness-indicator-file=/run/flannel/subnet.env",
+            "--additional-bin-dir=/opt/multus/bin",
+            "--skip-tls-verify=false",
+            "--force-cni-version=false",
         ];
         let o = Cli::try_parse_from(std::iter::once("install").chain(every_go_flag)).unwrap().opts;
         assert!(o.cleanup_config_on_exit && o.rename_conf_file && o.namespace_isolation);

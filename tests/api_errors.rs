@@ -112,27 +112,93 @@ impl Drop for TlsServer {
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> bool {
-    Command::new("openssl").current_dir(dir).args(args).stderr(Stdio::null()).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn ca(dir: &Path, name: &str) -> bool {
-    openssl(dir, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-subj", &format!("/CN={name}"), "-days", "2", "-keyout", &format!("{name}.key"), "-out", &format!("{name}.crt")])
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-days",
+            "2",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+        ],
+    )
 }
 
 fn server_cert(dir: &Path, ca_name: &str, san: &str, days: &str) -> bool {
     std::fs::write(dir.join("ext.cnf"), format!("subjectAltName={san}\n")).unwrap();
-    openssl(dir, &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=apiserver",
-        "-keyout", "server.key", "-out", "server.csr"])
-        && openssl(dir, &["x509", "-req", "-in", "server.csr", "-CA", &format!("{ca_name}.crt"), "-CAkey",
-            &format!("{ca_name}.key"), "-CAcreateserial", "-days", days, "-extfile", "ext.cnf", "-out", "server.crt"])
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=apiserver",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    ) && openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            &format!("{ca_name}.crt"),
+            "-CAkey",
+            &format!("{ca_name}.key"),
+            "-CAcreateserial",
+            "-days",
+            days,
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.crt",
+        ],
+    )
 }
 
 fn s_server(dir: &Path) -> Option<TlsServer> {
     let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
     let child = Command::new("openssl")
         .current_dir(dir)
-        .args(["s_server", "-quiet", "-accept", &format!("127.0.0.1:{port}"), "-cert", "server.crt", "-key", "server.key", "-www"])
+        .args([
+            "s_server",
+            "-quiet",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-cert",
+            "server.crt",
+            "-key",
+            "server.key",
+            "-www",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -98,7 +98,9 @@ pub fn api_error(what: &str, server: &str, e: &kube::Error) -> CniError {
     let cause = Cause::of(e);
     let code = if cause.is_transient() { code::TRY_AGAIN_LATER } else { code::KUBERNETES };
     let msg = match (&cause, e) {
-        (Cause::Refused, _) => format!("{what}: connection refused by {server} (is the API server up at that address?)"),
+        (Cause::Refused, _) => {
+            format!("{what}: connection refused by {server} (is the API server up at that address?)")
+        }
         (Cause::Dns(why), _) => format!("{what}: cannot resolve the API server's host in {server}: {why}"),
         (Cause::TlsUntrusted, _) => format!(
             "{what}: TLS: the certificate of {server} is not signed by the kubeconfig's CA \
@@ -130,8 +132,10 @@ mod tests {
 
     fn api(code: u16, message: &str) -> kube::Error {
         kube::Error::Api(Box::new(
-            serde_json::from_value(serde_json::json!({"status": "Failure", "message": message, "reason": "X", "code": code}))
-                .unwrap(),
+            serde_json::from_value(
+                serde_json::json!({"status": "Failure", "message": message, "reason": "X", "code": code}),
+            )
+            .unwrap(),
         ))
     }
 

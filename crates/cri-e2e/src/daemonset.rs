@@ -248,7 +248,9 @@ pub fn run(
         log_text()
     );
     let mut left_after_stop = Vec::new();
-    for path in [Some(node.bin_dir().join("multus")), Some(node.kubeconfig()), node.multus_config()].into_iter().flatten() {
+    for path in
+        [Some(node.bin_dir().join("multus")), Some(node.kubeconfig()), node.multus_config()].into_iter().flatten()
+    {
         if path.exists() {
             left_after_stop.push(path.strip_prefix(&node.root).unwrap_or(&path).display().to_string());
         }
@@ -303,8 +305,10 @@ fn quickstart_pod(suite: &Suite, containerd: &Containerd) -> Result<Vec<String>>
     ensure!(net2.addresses.iter().any(|a| a.starts_with("10.77.0.")), "net2: {:?}", net2.addresses);
     ensure!(eth0.addresses.iter().any(|a| a.starts_with("10.200.0.")), "eth0: {:?}", eth0.addresses);
     let status = suite::network_status(&suite.standin.pod("default", &pod.name).context("the pod vanished")?)?;
-    let names: Vec<String> =
-        ["eth0", "net1", "net2"].iter().map(|i| format!("{i}={}", status.get(*i).map_or(&Value::Null, |e| &e["name"]))).collect();
+    let names: Vec<String> = ["eth0", "net1", "net2"]
+        .iter()
+        .map(|i| format!("{i}={}", status.get(*i).map_or(&Value::Null, |e| &e["name"])))
+        .collect();
     ensure!(status.len() == 3, "network-status: {status:?}");
     ensure!(status["net1"]["name"] == "default/quickstart-static", "network-status net1: {}", status["net1"]);
     ensure!(status["net2"]["name"] == "default/quickstart-bridge", "network-status net2: {}", status["net2"]);
