@@ -791,8 +791,10 @@ spec:
     fn documents_lists_and_other_kinds() {
         let text = format!("{C1}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: web}}\n---\n");
         let r = validate(Some(&text), None);
-        assert_eq!(r.checks.iter().map(|c| c.status).collect::<Vec<_>>(), vec![Status::Ok, Status::Warn]);
-        let r = validate(Some("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\n"), None);
+        // A Pod is not skipped: its (absent) networks annotation is checked.
+        assert_eq!(r.checks.iter().map(|c| c.status).collect::<Vec<_>>(), vec![Status::Ok, Status::Ok]);
+        assert_eq!(r.checks[1].check, "pod default/web");
+        let r = validate(Some("apiVersion: v1\nkind: Service\nmetadata: {name: web}\n"), None);
         assert_eq!(failures(&r), vec!["holds no NetworkAttachmentDefinition"]);
         let r = validate(Some("a: [b"), None);
         assert_eq!(failures(&r), vec!["not valid YAML: line 1 column 4: unclosed bracket '['"]);
