@@ -1,6 +1,8 @@
 # multus-rs image: `multus install` as the entrypoint (see deployments/multus-daemonset.yml).
-#
-#   docker build -t ghcr.io/multus-rs/multus-rs:latest .
+# With a network and a Docker engine:
+#   docker build -t localhost/multus-rs:0.1.0 .
+# Offline, without Docker, `make image` packs the same static /usr/bin/multus (alone, no base) as an
+# OCI archive: scripts/image.sh.
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src

@@ -20,7 +20,8 @@ deps: $(STAMP)
 # crates/cri-e2e compiles the CRI proto with protoc: every workspace build needs it.
 PROTO_PACKAGES := protobuf-compiler
 # What make e2e drives: containerd's CRI plugin (runc) and podman; busybox for podman's rootfs.
-E2E_PACKAGES := containerd runc podman busybox-static
+# gcc + libc6-dev build the static pause program.
+E2E_PACKAGES := containerd runc podman busybox-static gcc libc6-dev
 
 # Installs the missing packages among $(1); apt-get update only when the package lists
 # are more than an hour old (on a fresh machine the deps stamp has just refreshed them).
@@ -33,13 +34,36 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: proto-deps e2e-deps e2e
-proto-deps:
+# rust-toolchain.toml pins the compiler (and so the clippy) CI uses. rustup fetches it
+# where it can reach its server; this project's machines cannot, and carry one stable
+# toolchain: when that stable is exactly the pinned version, it is made known to rustup
+# under the pinned name (a link in rustup's toolchains folder; `rustup toolchain link`
+# refuses version-like names). Nothing is downloaded; a different stable is left alone
+# and cargo then says which toolchain is missing.
+PINNED_RUST := $(shell sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+toolchain:
+	@if command -v rustup >/dev/null 2>&1 && ! rustup toolchain list | grep -q "^$(PINNED_RUST)-"; then \
+	  v=$$(rustup run stable rustc --version | cut -d' ' -f2); \
+	  host=$$(rustup run stable rustc -vV | sed -n 's/^host: //p'); \
+	  if [ "$$v" = "$(PINNED_RUST)" ]; then \
+	    echo "rustup: the installed stable is $$v, known now as toolchain $(PINNED_RUST)-$$host"; \
+	    ln -sfn "$$(rustup run stable rustc --print sysroot)" "$${RUSTUP_HOME:-$$HOME/.rustup}/toolchains/$(PINNED_RUST)-$$host"; \
+	  fi; \
+	fi
+
+.PHONY: toolchain proto-deps e2e-deps e2e image
+proto-deps: toolchain
 	$(call apt-install,$(PROTO_PACKAGES))
 deps build release lint: proto-deps
 
+# podman's package installs /etc/cni/net.d/87-podman-bridge.conflist, which would make
+# any CNI runtime on this machine use podman's bridge: divert it aside (kept across
+# package upgrades; `dpkg-divert --rename --remove` restores it).
+PODMAN_CNI_CONF := /etc/cni/net.d/87-podman-bridge.conflist
 e2e-deps:
 	$(call apt-install,$(E2E_PACKAGES))
+	@dpkg-divert --list $(PODMAN_CNI_CONF) | grep -q . || \
+	  dpkg-divert --local --rename --divert $(PODMAN_CNI_CONF).disabled --add $(PODMAN_CNI_CONF)
 
 build:
 	$(CARGO) build --locked --workspace --all-targets
@@ -69,6 +93,11 @@ demo: deps
 
 bench: deps
 	bash scripts/bench.sh
+
+# The DaemonSet's image as an OCI archive, target/multus-image.tar, built offline from a
+# static release binary (scripts/image.sh). Load it with `ctr -n k8s.io images import`.
+image: proto-deps
+	bash scripts/image.sh
 
 # End to end through the real callers: containerd's CRI plugin (driven over its socket
 # as kubelet does) and podman; prints "N passed, M failed" (crates/cri-e2e).

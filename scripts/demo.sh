@@ -14,7 +14,8 @@ CNI_BIN=${CNI_BIN:-/usr/lib/cni}
 WORK=/run/multus-demo
 PREFIX=mdemo
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Bold headings on a terminal only: a log file or a pipe gets no escape codes.
+if [ -t 1 ]; then say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }; else say() { printf '\n== %s\n' "$*"; }; fi
 
 cleanup() {
   if [ -f "$WORK/standin.pid" ]; then kill "$(cat "$WORK/standin.pid")" 2>/dev/null || true; fi
@@ -50,7 +51,11 @@ API=$(cat "$WORK/api")
 echo "API: $API (CA $WORK/ca.crt, bearer token)"
 # curl as a client of the API: the stand-in's CA and the token.
 kcurl() { curl -s --cacert "$WORK/ca.crt" -H "Authorization: Bearer $TOKEN" "$@"; }
-kcurl "$API/apis/k8s.cni.cncf.io/v1/network-attachment-definitions" | jq -r '.items[] | "NAD \(.metadata.namespace)/\(.metadata.name)"'
+say "The inputs: each NAD's spec.config and each pod's networks annotation"
+kcurl "$API/apis/k8s.cni.cncf.io/v1/network-attachment-definitions" | jq -r '.items[] | "NAD \(.metadata.namespace)/\(.metadata.name): \(.spec.config | fromjson? // . | tojson)"'
+for i in 1 2; do
+  kcurl "$API/_standin/pods/default/pod$i" | jq -r '"pod\('$i') k8s.v1.cni.cncf.io/networks: \(.metadata.annotations["k8s.v1.cni.cncf.io/networks"])"'
+done
 kcurl -X DELETE "$API/_standin/requests" >/dev/null   # from here on, only the plugin's requests
 kcurl -X DELETE "$API/_standin/connections" >/dev/null
 

@@ -7,4 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "make e2e needs root (containerd, podman, network namespaces)"; exit 1; }
 nice cargo build --locked -p multus -p cri-e2e --bins
+# The DaemonSet scenarios run the image of `make image` (a static release build: minutes
+# the first time, seconds after).
+bash scripts/image.sh
 exec target/debug/cri-e2e --multus target/debug/multus "$@"

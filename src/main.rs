@@ -51,6 +51,11 @@ fn main() -> ExitCode {
         multus::logging::after_result();
         return ExitCode::from(out.exit_code as u8);
     }
+    // Go's `multus -version` (its flag package takes one dash); clap would read `-v -e ...`.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "-version") {
+        print_version();
+        return ExitCode::SUCCESS;
+    }
     let cli = Cli::parse();
     match cli.command {
         _ if cli.version => print_version(),
@@ -80,6 +85,7 @@ fn main() -> ExitCode {
                 "meta-plugin that delegates to other CNI plugins\nCNI protocol versions supported: {}",
                 multus::cni::version::SUPPORTED_VERSIONS.join(", ")
             );
+            eprintln!("\nWithout CNI_COMMAND this is a CLI: run `multus --help` (install, doctor, validate).");
         }
     }
     ExitCode::SUCCESS

@@ -143,7 +143,13 @@ fn daemonset_runs_install_on_every_node() {
     let containers = pod["containers"].as_array().unwrap();
     assert_eq!(containers.len(), 1);
     let c = &containers[0];
-    assert_eq!(c["image"], "ghcr.io/multus-rs/multus-rs:latest");
+    // What `make image` names its archive (scripts/image.sh: localhost/multus-rs:<version>),
+    // by tag so that an imported image is used without a pull.
+    assert_eq!(c["image"], format!("localhost/multus-rs:{}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+    let kustomization = std::fs::read_to_string(repo("deployments/kustomization.yaml")).unwrap();
+    assert!(kustomization.contains("- multus-daemonset.yml"), "{kustomization}");
+    assert!(kustomization.contains("name: localhost/multus-rs"), "{kustomization}");
     assert_eq!(c["command"], json!(["/usr/bin/multus", "install"]));
     assert_eq!(c["securityContext"]["privileged"], true);
     assert_eq!(c["terminationMessagePolicy"], "FallbackToLogsOnError");

@@ -357,3 +357,38 @@ fn a_reader_that_hangs_up_early_is_no_crash() {
         .expect("run multus validate");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Several inputs, a directory among them: the quickstart pods' annotations are checked
+/// against the quickstart NADs (ips and mac requested, both declared).
+#[test]
+fn pods_are_checked_against_the_nads_given() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart");
+    let out = validate(&["--json", path_arg(&dir)], "");
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    let checks = out.json();
+    let named = |prefix: &str| checks.iter().filter(|c| c["check"].as_str().unwrap_or("").starts_with(prefix)).count();
+    assert!(named("pod default/quickstart-json: capabilities default/quickstart-static") == 1, "{checks:?}");
+    assert!(named("pod default/quickstart-comma: annotation") == 1, "{checks:?}");
+
+    // The JSON pod alone, with only the bridge NAD: quickstart-static is not given.
+    let pod = dir.join("pod-json.yaml");
+    let bridge = dir.join("nad-bridge.yaml");
+    let out = validate(&["--json", path_arg(&bridge), path_arg(&pod)], "");
+    let checks = out.json();
+    let missing = checks
+        .iter()
+        .find(|c| c["check"] == "pod default/quickstart-json: capabilities default/quickstart-static")
+        .unwrap_or_else(|| panic!("{checks:?}"));
+    assert_eq!(missing["status"], "warn", "{missing}");
+
+    // A NAD that does not declare the mac capability the pod asks for.
+    let no_mac = File::new(
+        "quickstart-static.yaml",
+        &nad_yaml(
+            "quickstart-static",
+            r#"{"cniVersion":"0.4.0","type":"bridge","capabilities":{"ips":true},"ipam":{"type":"static"}}"#,
+        ),
+    );
+    let out = validate(&["--json", path_arg(&no_mac.path), path_arg(&pod)], "");
+    assert_eq!(out.code, Some(1), "{}", out.stdout);
+}

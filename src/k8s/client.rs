@@ -24,6 +24,8 @@ const MAX_REQUEST: Duration = Duration::from_secs(5);
 
 pub struct Kube {
     client: Client,
+    /// The API server's URL, named in errors.
+    server: String,
     /// The budget of one phase of API calls (`apiTimeoutSeconds`).
     budget: Duration,
     /// When the current phase's budget runs out; see [`Kube::start_phase`].
@@ -48,23 +50,9 @@ fn replaced(namespace: &str, name: &str, uid: Option<&str>, why: &str) -> CniErr
     )
 }
 
+/// Refused connections, resets, timeouts and 429/5xx; not TLS, DNS, 401 or 403.
 fn is_transient(e: &kube::Error) -> bool {
-    match e {
-        kube::Error::Api(s) => matches!(s.code, 429 | 500 | 502 | 503 | 504),
-        // connection refused/reset, timeouts, TLS hiccups below the HTTP layer
-        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
-        _ => false,
-    }
-}
-
-/// A non-transient API failure keeps the apiserver's own words.
-pub fn api_error(what: &str, e: &kube::Error) -> CniError {
-    let code = if is_transient(e) { code::TRY_AGAIN_LATER } else { code::KUBERNETES };
-    let msg = match e {
-        kube::Error::Api(s) => format!("{what}: {} ({} {})", s.message, s.code, s.reason),
-        other => format!("{what}: {other}"),
-    };
-    CniError::new(code, msg)
+    super::errors::Cause::of(e).is_transient()
 }
 
 impl Kube {
@@ -99,10 +87,14 @@ impl Kube {
         if cfg.cluster_url.scheme_str() == Some("http") && cfg.root_cert.is_none() {
             cfg.root_cert = Some(Vec::new());
         }
+        let server = cfg.cluster_url.to_string();
         let client = super::transport::client(&cfg, per_request)
             .map_err(|e| CniError::new(code::KUBERNETES, format!("cannot build the Kubernetes client: {e}")))?;
         let status_hint = Some(std::path::Path::new(&conf.cni_dir).join(STATUS_WRITE_HINT));
-        Ok(Some(Kube { client, budget, deadline: Cell::new(deadline), status_hint, read_pod: RefCell::new(None) }))
+        Ok(Some(Kube {
+            client,
+            server,
+            budget, deadline: Cell::new(deadline), status_hint, read_pod: RefCell::new(None) }))
     }
 
     pub fn remaining(&self) -> Duration {
@@ -142,7 +134,7 @@ impl Kube {
                 Ok(Err(e)) => {
                     let status = if let kube::Error::Api(s) = &e { Some(s.code) } else { None };
                     if !is_transient(&e) || self.remaining() <= backoff {
-                        let mut err = api_error(what, &e);
+                        let mut err = super::errors::api_error(what, &self.server, &e);
                         if attempts > 1 {
                             err.msg.push_str(&format!(" (after {attempts} attempts)"));
                         }

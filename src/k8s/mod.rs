@@ -1,6 +1,7 @@
 //! Kubernetes: pod, NADs, network selection, network-status, events.
 
 pub mod client;
+pub mod errors;
 pub mod kubeconfig;
 pub mod nad;
 pub mod pod;

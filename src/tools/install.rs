@@ -169,6 +169,18 @@ pub struct Options {
     #[arg(long, value_name = "DIR", default_value = DEFAULT_SERVICE_ACCOUNT_DIR)]
     pub service_account_dir: PathBuf,
 
+    /// Go's path of the binary to copy. Accepted for Go's DaemonSet args and ignored with a
+    /// warning: the image's own running executable is what gets copied.
+    #[arg(long, value_name = "PATH")]
+    pub multus_bin_file: Option<String>,
+
+    /// Go renames the primary config to `<name>.old` after writing the Multus config. Accepted
+    /// and ignored with a warning: the primary stays where its own DaemonSet and the watcher
+    /// here expect it, and `00-multus.conf` sorts first, so runtimes use Multus anyway.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value_t = false, action = ArgAction::Set)]
+    pub rename_conf_file: bool,
+
     /// How long to wait at start for the primary CNI config to appear (seconds).
     #[arg(long, value_name = "SECONDS", default_value = "300", value_parser = parse_seconds)]
     pub wait_timeout: Duration,
@@ -190,6 +202,9 @@ fn parse_seconds(s: &str) -> std::result::Result<Duration, String> {
 /// Run the installer until a signal (or once, with `--once`).
 pub fn run(opts: Options) -> Result<()> {
     init_logging();
+    for warning in ignored_go_flags(&opts) {
+        tracing::warn!("{warning}");
+    }
     let mut installer = Installer::new(opts)?;
     signals::install()?;
     installer.install()?;
@@ -199,6 +214,24 @@ pub fn run(opts: Options) -> Result<()> {
         installer.cleanup();
     }
     Ok(())
+}
+
+/// Go thin-entrypoint flags that are accepted (an existing DaemonSet's args keep working)
+/// but change nothing here, each with the reason.
+fn ignored_go_flags(opts: &Options) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Some(path) = non_empty(&opts.multus_bin_file) {
+        warnings.push(format!(
+            "--multus-bin-file={path} is ignored: the running executable is what gets copied to --cni-bin-dir"
+        ));
+    }
+    if opts.rename_conf_file {
+        warnings.push(
+            "--rename-conf-file is ignored: the primary CNI config stays in place (00-multus.conf sorts first)"
+                .to_string(),
+        );
+    }
+    warnings
 }
 
 /// The installer's own messages go to stderr: the container log.
@@ -845,6 +878,53 @@ mod tests {
         assert_eq!(o.multus_kubeconfig_file_host, "/etc/cni/net.d/multus.d/multus.kubeconfig");
         assert!(o.multus_log_to_stderr);
         assert!(!o.namespace_isolation && !o.cleanup_config_on_exit && !o.once);
+    }
+
+    /// Every flag Go's thin entrypoint defines (cmd/thin_entrypoint, `addFlags`), in the forms
+    /// pflag takes, and the args of Go's deployments/multus-daemonset-thin.yml: an operator's
+    /// existing DaemonSet keeps working with our image.
+    #[test]
+    fn accepts_every_go_thin_entrypoint_flag() {
+        let go_daemonset_args = [
+            "--multus-conf-file=auto",
+            "--multus-autoconfig-dir=/host/etc/cni/net.d",
+            "--cni-conf-dir=/host/etc/cni/net.d",
+        ];
+        assert!(Cli::try_parse_from(std::iter::once("install").chain(go_daemonset_args)).is_ok());
+        let every_go_flag = [
+            "--cni-bin-dir=/host/opt/cni/bin",
+            "--cni-conf-dir",
+            "/host/etc/cni/net.d",
+            "--cni-version=0.3.1",
+            "--multus-conf-file=auto",
+            "--multus-bin-file=/usr/src/multus-cni/bin/multus",
+            "--multus-cni-conf-dir=/host/etc/cni/multus/net.d",
+            "--skip-multus-binary-copy=false",
+            "--multus-kubeconfig-file-host=/etc/cni/net.d/multus.d/multus.kubeconfig",
+            "--multus-master-cni-file-name=10-flannel.conflist",
+            "--namespace-isolation=true",
+            "--global-namespaces=default,kube-system",
+            "--multus-autoconfig-dir=/host/etc/cni/net.d",
+            "--multus-log-to-stderr=true",
+            "--multus-log-level=verbose",
+            "--multus-log-file=/var/log/multus.log",
+            "--override-network-name=false",
+            "--cleanup-config-on-exit=true",
+            "--rename-conf-file=true",
+            "--readiness-indicator-file=/run/flannel/subnet.env",
+            "--additional-bin-dir=/opt/multus/bin",
+            "--skip-tls-verify=false",
+            "--force-cni-version=false",
+        ];
+        let o = Cli::try_parse_from(std::iter::once("install").chain(every_go_flag)).unwrap().opts;
+        assert!(o.cleanup_config_on_exit && o.rename_conf_file && o.namespace_isolation);
+        let warnings = ignored_go_flags(&o);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("--multus-bin-file=/usr/src/multus-cni/bin/multus"), "{warnings:?}");
+        assert!(warnings[1].contains("--rename-conf-file"), "{warnings:?}");
+        assert!(ignored_go_flags(&opts(&[])).is_empty());
+        // `-h` as in pflag.
+        assert!(Cli::try_parse_from(["install", "-h"]).is_err_and(|e| e.kind() == clap::error::ErrorKind::DisplayHelp));
     }
 
     #[test]

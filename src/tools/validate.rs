@@ -25,9 +25,11 @@ const NAD_KIND: &str = "NetworkAttachmentDefinition";
 /// `multus validate` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// NetworkAttachmentDefinition(s) in YAML or JSON (several documents allowed); - reads stdin
-    #[arg(value_name = "FILE|-")]
-    pub file: Option<String>,
+    /// Files or directories (their *.yaml, *.yml, *.json) of NetworkAttachmentDefinitions and
+    /// Pods, YAML or JSON, several documents each; - reads stdin. A Pod's networks annotation is
+    /// checked against the NADs given.
+    #[arg(value_name = "FILE|DIR|-")]
+    pub files: Vec<String>,
     /// A k8s.v1.cni.cncf.io/networks annotation value
     #[arg(long, value_name = "VALUE")]
     pub annotation: Option<String>,
@@ -44,7 +46,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { file: None, annotation: None, default_network: None, namespace: "default".into(), json: false }
+        Options { files: Vec::new(), annotation: None, default_network: None, namespace: "default".into(), json: false }
     }
 }
 
@@ -67,20 +69,89 @@ pub enum InputError {
 
 /// Validate what `opts` names; `stdin` is read only for `-`. The report's exit code is 0
 /// (valid) or 1 (invalid); unreadable input is an [`InputError`] (exit code 2).
-pub fn run(opts: &Options, stdin: impl Read) -> Result<Report, InputError> {
-    if opts.file.is_none() && opts.annotation.is_none() && opts.default_network.is_none() {
+pub fn run(opts: &Options, mut stdin: impl Read) -> Result<Report, InputError> {
+    if opts.files.is_empty() && opts.annotation.is_none() && opts.default_network.is_none() {
         return Err(InputError::NothingToValidate);
     }
     let mut report = Report::default();
-    let nads = match &opts.file {
-        Some(file) => {
-            let (what, text) = read_input(file, stdin)?;
-            Some(check_manifests(&mut report, &what, &text, &opts.namespace))
+    let mut pods = Vec::new();
+    let nads = if opts.files.is_empty() {
+        None
+    } else {
+        let mut nads = Vec::new();
+        for file in expand_dirs(&opts.files)? {
+            let (what, text) = read_input(&file, &mut stdin)?;
+            nads.extend(check_manifests(&mut report, &what, &text, &opts.namespace, &mut pods));
         }
-        None => None,
+        Some(nads)
     };
     check_annotations(&mut report, opts, nads.as_deref());
+    for pod in pods {
+        check_pod(&mut report, opts, pod, nads.as_deref().unwrap_or_default());
+    }
     Ok(report)
+}
+
+/// A directory stands for its `*.yaml`, `*.yml` and `*.json` files, in name order.
+fn expand_dirs(inputs: &[String]) -> Result<Vec<String>, InputError> {
+    let mut files = Vec::new();
+    for input in inputs {
+        let path = std::path::Path::new(input);
+        if input == "-" || !path.is_dir() {
+            files.push(input.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(path).map_err(|source| InputError::Read { what: input.clone(), source })?;
+        let mut found: Vec<String> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
+            .map(|p| p.display().to_string())
+            .collect();
+        found.sort();
+        files.extend(found);
+    }
+    Ok(files)
+}
+
+/// A Pod of the input: its selection annotations, checked like --annotation.
+struct PodAnnotations {
+    label: String,
+    namespace: String,
+    networks: Option<String>,
+    default_network: Option<String>,
+}
+
+fn pod_annotations(doc: &Value, default_namespace: &str) -> PodAnnotations {
+    let namespace = doc.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(default_namespace);
+    let name = doc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("(unnamed)");
+    let annotation = |key: &str| doc.pointer("/metadata/annotations").and_then(|a| a.get(key)).and_then(Value::as_str);
+    PodAnnotations {
+        label: format!("pod {namespace}/{name}"),
+        namespace: namespace.to_owned(),
+        networks: annotation(NETWORKS_ANNOTATION).map(str::to_owned),
+        default_network: annotation(DEFAULT_NETWORK_ANNOTATION).map(str::to_owned),
+    }
+}
+
+fn check_pod(report: &mut Report, opts: &Options, pod: PodAnnotations, nads: &[NadInfo]) {
+    if pod.networks.is_none() && pod.default_network.is_none() {
+        report.push(Check::ok(pod.label, "no networks annotation: the default network only"));
+        return;
+    }
+    let pod_opts = Options {
+        annotation: pod.networks,
+        default_network: pod.default_network,
+        namespace: pod.namespace,
+        files: Vec::new(),
+        json: opts.json,
+    };
+    let mut checks = Report::default();
+    check_annotations(&mut checks, &pod_opts, Some(nads));
+    for mut check in checks.checks {
+        check.check = format!("{}: {}", pod.label, check.check);
+        report.push(check);
+    }
 }
 
 fn read_input(file: &str, stdin: impl Read) -> Result<(String, String), InputError> {
@@ -115,7 +186,13 @@ struct NadInfo {
     capabilities: Option<BTreeSet<String>>,
 }
 
-fn check_manifests(report: &mut Report, what: &str, text: &str, default_namespace: &str) -> Vec<NadInfo> {
+fn check_manifests(
+    report: &mut Report,
+    what: &str,
+    text: &str,
+    default_namespace: &str,
+    pods: &mut Vec<PodAnnotations>,
+) -> Vec<NadInfo> {
     let docs = match parse_documents(text) {
         Ok(docs) => docs,
         Err(e) => {
@@ -124,12 +201,17 @@ fn check_manifests(report: &mut Report, what: &str, text: &str, default_namespac
         }
     };
     let mut nads = Vec::new();
+    let pods_before = pods.len();
     for (i, doc) in docs.iter().enumerate() {
+        if doc.get("kind").and_then(Value::as_str) == Some("Pod") {
+            pods.push(pod_annotations(doc, default_namespace));
+            continue;
+        }
         let (checks, nad) = check_document(i + 1, doc, default_namespace);
         report.extend(checks);
         nads.extend(nad);
     }
-    if nads.is_empty() && report.count(Status::Fail) == 0 {
+    if nads.is_empty() && pods.len() == pods_before && report.count(Status::Fail) == 0 {
         report.push(Check::fail(
             format!("input {what}"),
             "holds no NetworkAttachmentDefinition",
@@ -609,7 +691,7 @@ mod tests {
 
     fn validate(file_text: Option<&str>, annotation: Option<&str>) -> Report {
         let opts = Options {
-            file: file_text.map(|_| "-".to_string()),
+            files: file_text.map(|_| "-".to_string()).into_iter().collect(),
             annotation: annotation.map(String::from),
             namespace: "default".into(),
             ..Default::default()
@@ -710,8 +792,10 @@ spec:
     fn documents_lists_and_other_kinds() {
         let text = format!("{C1}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: web}}\n---\n");
         let r = validate(Some(&text), None);
-        assert_eq!(r.checks.iter().map(|c| c.status).collect::<Vec<_>>(), vec![Status::Ok, Status::Warn]);
-        let r = validate(Some("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\n"), None);
+        // A Pod is not skipped: its (absent) networks annotation is checked.
+        assert_eq!(r.checks.iter().map(|c| c.status).collect::<Vec<_>>(), vec![Status::Ok, Status::Ok]);
+        assert_eq!(r.checks[1].check, "pod default/web");
+        let r = validate(Some("apiVersion: v1\nkind: Service\nmetadata: {name: web}\n"), None);
         assert_eq!(failures(&r), vec!["holds no NetworkAttachmentDefinition"]);
         let r = validate(Some("a: [b"), None);
         assert_eq!(failures(&r), vec!["not valid YAML: line 1 column 4: unclosed bracket '['"]);
@@ -758,9 +842,9 @@ spec:
     #[test]
     fn usage_errors() {
         assert!(matches!(run(&Options::default(), io::empty()), Err(InputError::NothingToValidate)));
-        let opts = Options { file: Some("/nonexistent/nad.yaml".into()), ..Default::default() };
+        let opts = Options { files: vec!["/nonexistent/nad.yaml".into()], ..Default::default() };
         assert!(matches!(run(&opts, io::empty()), Err(InputError::Read { .. })));
-        let opts = Options { file: Some("-".into()), ..Default::default() };
+        let opts = Options { files: vec!["-".into()], ..Default::default() };
         assert!(matches!(run(&opts, &[0xff, 0xfe][..]), Err(InputError::NotText { .. })));
     }
 }

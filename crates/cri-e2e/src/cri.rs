@@ -31,6 +31,32 @@ pub struct PodSpec {
     pub annotations: HashMap<String, String>,
     /// (container port, host port), TCP.
     pub ports: Vec<(i32, i32)>,
+    /// `hostNetwork: true` (and privileged, as a DaemonSet with privileged containers).
+    pub host_network: bool,
+}
+
+/// A container as kubelet creates it from a pod spec's container.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// (host path, container path, read-only).
+    pub mounts: Vec<(PathBuf, String, bool)>,
+    pub privileged: bool,
+    /// Relative to the sandbox's log directory.
+    pub log_path: String,
+    /// Kubelet's restart count: a new container of the same name in the same sandbox.
+    pub attempt: u32,
+}
+
+/// What ContainerStatus says: state name and, once exited, the exit code.
+#[derive(Debug, Clone)]
+pub struct ContainerState {
+    pub state: String,
+    pub exit_code: i32,
 }
 
 impl Cri {
@@ -100,7 +126,8 @@ impl Cri {
                 namespace: pod.namespace.clone(),
                 attempt: 0,
             }),
-            hostname: pod.name.clone(),
+            // Kubelet leaves it empty on the host's network: no UTS namespace of its own.
+            hostname: if pod.host_network { String::new() } else { pod.name.clone() },
             log_directory: log_dir.to_string_lossy().into_owned(),
             port_mappings: pod
                 .ports
@@ -114,12 +141,80 @@ impl Cri {
                 .collect(),
             labels: HashMap::from([("app.kubernetes.io/name".into(), "cri-e2e".into())]),
             annotations: pod.annotations.clone(),
-            linux: Some(cri::LinuxPodSandboxConfig::default()),
+            linux: Some(sandbox_linux_config(pod.host_network)),
             ..Default::default()
         };
         let mut client = self.service.clone();
         let request = cri::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() };
         Ok(self.call("RunPodSandbox", client.run_pod_sandbox(request))?.pod_sandbox_id)
+    }
+
+    /// CreateContainer + StartContainer in the sandbox `pod_id` created from `pod`.
+    pub fn start_container(&self, pod_id: &str, pod: &PodSpec, log_dir: &Path, c: &ContainerSpec) -> Result<String> {
+        let config = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata { name: c.name.clone(), attempt: c.attempt }),
+            image: Some(cri::ImageSpec { image: c.image.clone(), ..Default::default() }),
+            command: c.command.clone(),
+            args: c.args.clone(),
+            envs: c.env.iter().map(|(key, value)| cri::KeyValue { key: key.clone(), value: value.clone() }).collect(),
+            mounts: c
+                .mounts
+                .iter()
+                .map(|(host, container, readonly)| cri::Mount {
+                    host_path: host.to_string_lossy().into_owned(),
+                    container_path: container.clone(),
+                    readonly: *readonly,
+                    ..Default::default()
+                })
+                .collect(),
+            log_path: c.log_path.clone(),
+            linux: Some(cri::LinuxContainerConfig {
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    privileged: c.privileged,
+                    namespace_options: Some(namespace_options(pod.host_network)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let sandbox_config = cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: pod.name.clone(),
+                uid: pod.uid.clone(),
+                namespace: pod.namespace.clone(),
+                attempt: 0,
+            }),
+            log_directory: log_dir.to_string_lossy().into_owned(),
+            linux: Some(sandbox_linux_config(pod.host_network)),
+            ..Default::default()
+        };
+        let mut client = self.service.clone();
+        let request = cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.into(),
+            config: Some(config),
+            sandbox_config: Some(sandbox_config),
+        };
+        let id = self.call("CreateContainer", client.create_container(request))?.container_id;
+        self.call("StartContainer", client.start_container(cri::StartContainerRequest { container_id: id.clone() }))?;
+        Ok(id)
+    }
+
+    /// StopContainer with kubelet's grace period (SIGTERM, SIGKILL after `timeout` s).
+    pub fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
+        let mut client = self.service.clone();
+        let request = cri::StopContainerRequest { container_id: id.into(), timeout };
+        self.call("StopContainer", client.stop_container(request))?;
+        Ok(())
+    }
+
+    pub fn container_state(&self, id: &str) -> Result<ContainerState> {
+        let mut client = self.service.clone();
+        let request = cri::ContainerStatusRequest { container_id: id.into(), verbose: false };
+        let status = self.call("ContainerStatus", client.container_status(request))?.status;
+        let status = status.context("ContainerStatus without a status")?;
+        let state = cri::ContainerState::try_from(status.state).map_or("unknown", |s| s.as_str_name());
+        Ok(ContainerState { state: state.to_owned(), exit_code: status.exit_code })
     }
 
     pub fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
@@ -150,6 +245,25 @@ impl Cri {
         let r = self.call("PodSandboxStatus", client.pod_sandbox_status(request))?;
         let info = r.info.get("info").context("PodSandboxStatus(verbose) has no info[\"info\"]")?;
         netns_from_info(info)
+    }
+}
+
+fn namespace_options(host_network: bool) -> cri::NamespaceOption {
+    let network = if host_network { cri::NamespaceMode::Node } else { cri::NamespaceMode::Pod };
+    cri::NamespaceOption { network: network.into(), ..Default::default() }
+}
+
+fn sandbox_linux_config(host_network: bool) -> cri::LinuxPodSandboxConfig {
+    if !host_network {
+        return cri::LinuxPodSandboxConfig::default();
+    }
+    cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(namespace_options(true)),
+            privileged: true,
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 

@@ -10,6 +10,7 @@
 
 mod containerd;
 mod cri;
+mod daemonset;
 mod janitor;
 mod oci;
 mod podman;
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use nix::fcntl::{Flock, FlockArg};
 
@@ -53,6 +54,15 @@ struct Options {
     /// Keep the work dir (configs, recorded plugin calls, logs); everything else goes.
     #[arg(long)]
     keep_work: bool,
+    /// The DaemonSet manifest whose container the daemonset scenarios run.
+    #[arg(long, default_value = "deployments/multus-daemonset.yml")]
+    manifest: PathBuf,
+    /// The image archive of `make image` (named as the manifest's image).
+    #[arg(long, default_value = "target/multus-image.tar")]
+    image: PathBuf,
+    /// Leave the DaemonSet scenarios out.
+    #[arg(long)]
+    no_daemonset: bool,
 }
 
 fn main() -> ExitCode {
@@ -132,6 +142,10 @@ fn run(options: &Options, report: &mut Report) -> Result<()> {
         Err(e) => report.fail_all(&[name], &format!("containerd: {e:#}")),
     }
 
+    if !options.no_daemonset {
+        daemonset_scenarios(options, &suite, &archive, report);
+    }
+
     let mut timings = Vec::new();
     if options.timing_runs > 0 {
         println!("\n== timings");
@@ -174,6 +188,54 @@ fn run(options: &Options, report: &mut Report) -> Result<()> {
 
     print_timings(&timings, options.timing_runs);
     Ok(())
+}
+
+/// The manifest's DaemonSet on a scratch node, from the image `make image` built: once
+/// as written (then a networked pod, then stop), once with --cleanup-config-on-exit.
+fn daemonset_scenarios(options: &Options, suite: &Suite, pause_archive: &Path, report: &mut Report) {
+    println!("\n== the DaemonSet of {}, from {}", options.manifest.display(), options.image.display());
+    let names = ["daemonset: install, networked pod, stop", "daemonset: --cleanup-config-on-exit"];
+    let setup = || -> Result<_> {
+        let ds = daemonset::read_manifest(&options.manifest)?;
+        let image = std::fs::canonicalize(&options.image)
+            .with_context(|| format!("the DaemonSet's image archive {} (make image)", options.image.display()))?;
+        let node = daemonset::Node::prepare(suite)?;
+        let toml = suite.containerd.config(PAUSE_IMAGE, &node.bin_dir(), &node.conf_dir());
+        let containerd = Containerd::start(&suite.containerd, "daemonset", &toml)?;
+        if !containerd.cri.has_image(PAUSE_IMAGE)? {
+            containerd.import(pause_archive, PAUSE_IMAGE)?;
+        }
+        containerd
+            .import(&image, &ds.container.image)
+            .with_context(|| format!("importing {} as the manifest's image {}", image.display(), ds.container.image))?;
+        println!("  node root {}; image {} imported", node.root.display(), ds.container.image);
+        Ok((ds, node, containerd))
+    };
+    let (ds, node, containerd) = match setup() {
+        Ok(parts) => parts,
+        Err(e) => return report.fail_all(&names, &format!("{e:#}")),
+    };
+    report.scenario(names[0], || {
+        let found = daemonset::run(suite, &containerd, &node, &ds, &[], 0, true)?;
+        println!("    installed: {}", found.installed.join(", "));
+        println!("    quickstart-json: {}", found.pod_interfaces.join(" | "));
+        println!("    after StopContainer: {}", found.left_after_stop.join(", "));
+        ensure!(found.left_after_stop.len() == 3, "without --cleanup-config-on-exit everything stays");
+        Ok(())
+    });
+    containerd.remove_all_sandboxes();
+    report.scenario(names[1], || {
+        // A fresh node again, so that the run really writes its config before the stop.
+        for path in [node.bin_dir().join("multus"), node.kubeconfig()].into_iter().chain(node.multus_config()) {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+        let found = daemonset::run(suite, &containerd, &node, &ds, &["--cleanup-config-on-exit"], 1, false)?;
+        println!("    installed: {}", found.installed.join(", "));
+        println!("    after StopContainer: {}", found.left_after_stop.join(", "));
+        ensure!(node.multus_config().is_none(), "the Multus config survived the stop");
+        ensure!(found.left_after_stop.len() == 2, "the binary and the kubeconfig stay: {:?}", found.left_after_stop);
+        Ok(())
+    });
 }
 
 /// A CNI config whose RunPodSandbox is timed, and the pods (label, networks annotation).

@@ -34,7 +34,7 @@ pub struct TarEntry<'a> {
     pub data: &'a [u8],
 }
 
-/// A ustar archive of regular files (the two archives here need nothing more).
+/// A ustar archive of regular files and directories (a path ending in `/`).
 pub fn tar(entries: &[TarEntry<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
     for entry in entries {
@@ -48,7 +48,7 @@ pub fn tar(entries: &[TarEntry<'_>]) -> Vec<u8> {
         field(124, format!("{:011o}\0", entry.data.len()).as_bytes());
         field(136, b"00000000000\0"); // mtime: reproducible
         field(148, b"        "); // checksum placeholder: spaces
-        field(156, b"0"); // regular file
+        field(156, if entry.path.ends_with('/') { b"5" } else { b"0" }); // directory or regular file
         field(257, b"ustar\0");
         field(263, b"00");
         let checksum: u32 = header.iter().map(|&b| u32::from(b)).sum();
@@ -79,14 +79,21 @@ fn goarch() -> &'static str {
 /// An OCI image layout archive (`oci-layout`, `index.json`, `blobs/sha256/...`) of one
 /// image named `name` whose single layer holds `/pause`, its entrypoint.
 pub fn pause_image_archive(pause_binary: &[u8], name: &str) -> Result<Vec<u8>> {
-    let layer_tar = tar(&[TarEntry { path: "pause", mode: 0o755, data: pause_binary }]);
-    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+    let files = [TarEntry { path: "pause", mode: 0o755, data: pause_binary }];
+    image_archive(&files, json!({"Entrypoint": ["/pause"], "User": "65535:65535"}), name)
+}
+
+/// An OCI image layout archive of one image named `name`: a single layer of `files`,
+/// and `runtime_config` as the image config's `config` (Entrypoint, User, Labels, ...).
+pub fn image_archive(files: &[TarEntry<'_>], runtime_config: serde_json::Value, name: &str) -> Result<Vec<u8>> {
+    let layer_tar = tar(files);
+    let mut gz = GzEncoder::new(Vec::new(), Compression::best());
     gz.write_all(&layer_tar)?;
     let layer = gz.finish()?;
     let config = serde_json::to_vec(&json!({
         "architecture": goarch(),
         "os": "linux",
-        "config": {"Entrypoint": ["/pause"], "User": "65535:65535"},
+        "config": runtime_config,
         "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha256(&layer_tar))]},
     }))?;
     let manifest = serde_json::to_vec(&json!({

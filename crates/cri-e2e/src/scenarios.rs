@@ -43,7 +43,14 @@ pub struct Sandbox {
 pub fn pod(suite: &Suite, name: &str, networks: Option<&str>, ports: Vec<(i32, i32)>) -> PodSpec {
     let annotations: HashMap<String, String> =
         networks.map(|n| HashMap::from([(suite::NETWORKS_ANNOTATION.to_owned(), n.to_owned())])).unwrap_or_default();
-    let pod = PodSpec { namespace: "default".into(), name: name.into(), uid: suite::new_uid(), annotations, ports };
+    let pod = PodSpec {
+        namespace: "default".into(),
+        name: name.into(),
+        uid: suite::new_uid(),
+        annotations,
+        ports,
+        host_network: false,
+    };
     suite.add_pod(&pod.name, &pod.uid, &pod.annotations);
     pod
 }

@@ -40,7 +40,8 @@ pub(crate) fn check_binaries(exec: &BinaryExec, networks: &[Network], severity: 
             None => (
                 format!("not found in {dirs} (used by {used_by})"),
                 "install it into binDir; the reference plugins come from containernetworking/plugins \
-                 (often installed by a DaemonSet)"
+                 (often installed by a DaemonSet). If the runtime keeps plugins elsewhere (its CNI bin_dir, \
+                 e.g. /usr/lib/cni or /opt/cni/bin), point doctor at it: --cni-path DIR[:DIR...]"
                     .to_string(),
             ),
         };
