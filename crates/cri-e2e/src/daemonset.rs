@@ -112,13 +112,11 @@ impl Node {
         std::fs::create_dir_all(&service_account)?;
         std::fs::write(service_account.join("token"), TOKEN)?;
         std::fs::write(service_account.join("namespace"), "kube-system")?;
-        sys::run_command(
-            std::process::Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
-                .args(["-subj", "/CN=cri-e2e-cluster-ca", "-days", "1", "-keyout", "/dev/null", "-out"])
-                .arg(service_account.join("ca.crt")),
-        )
-        .context("making the cluster CA with openssl")?;
+        // The cluster CA a kubelet projects: the stand-in's own, as its HTTPS certificate
+        // is signed by it (the installed kubeconfig must carry it for the plugin to trust
+        // the API).
+        let ca = suite.standin.ca_pem().context("the stand-in serves HTTPS with its own CA")?;
+        std::fs::write(service_account.join("ca.crt"), ca)?;
         Ok(Node { root, service_account })
     }
 
@@ -147,8 +145,6 @@ impl Node {
         let api = suite.standin.addr();
         c.env.push(("KUBERNETES_SERVICE_HOST".into(), api.ip().to_string()));
         c.env.push(("KUBERNETES_SERVICE_PORT".into(), api.port().to_string()));
-        // The stand-in serves plain HTTP; Go's installer and ours honour this variable.
-        c.env.push(("KUBERNETES_SERVICE_PROTOCOL".into(), "http".into()));
         const HOST_PATH_ARG: &str = "--multus-kubeconfig-file-host=";
         for arg in &mut c.args {
             if let Some(path) = arg.strip_prefix(HOST_PATH_ARG) {
@@ -225,7 +221,7 @@ pub fn run(
         node.kubeconfig().display()
     );
     let kubeconfig = std::fs::read_to_string(node.kubeconfig())?;
-    let server = format!("http://{}", suite.standin.addr());
+    let server = format!("https://{}", suite.standin.addr());
     ensure!(kubeconfig.contains(&server) && kubeconfig.contains(TOKEN), "the kubeconfig lacks {server} or the token");
     ensure!(kubeconfig.contains("certificate-authority-data"), "the kubeconfig has no CA");
     let version = sys::run(&node.bin_dir().join("multus").to_string_lossy(), &["-version"])?;
