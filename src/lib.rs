@@ -7,6 +7,8 @@
 // Our traits are used with generics on a current-thread runtime: no Send bounds needed.
 #![allow(async_fn_in_trait)]
 
+pub mod agent;
+pub mod brake;
 pub mod cache;
 pub mod cni;
 pub mod commands;
@@ -18,5 +20,7 @@ pub mod fsutil;
 pub mod install;
 pub mod k8s;
 pub mod logging;
+pub mod mirror;
 pub mod netns;
+pub mod spool;
 pub mod validate;

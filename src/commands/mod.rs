@@ -89,6 +89,7 @@ pub fn run(env: Result<CniEnv>, stdin: &[u8]) -> Output {
     };
     let exec = BinaryExec::new(&conf.bin_dir, &env.path, conf.delegate_timeout());
     let node = Node { conf, env, exec, netns: crate::netns::Netlink };
+    let started = std::time::Instant::now();
     let result = runtime.block_on(async {
         match node.env.command {
             Command::Add => add::add(&node).await.map(Some),
@@ -99,6 +100,15 @@ pub fn run(env: Result<CniEnv>, stdin: &[u8]) -> Output {
             Command::Version => unreachable!("answered above"),
         }
     });
+    if !node.conf.metrics_spool_dir.is_empty() {
+        let code = result.as_ref().err().map_or(0, |e| e.code);
+        let record = crate::spool::Record::of_process(node.env.command.as_str(), code, started.elapsed());
+        crate::spool::write(
+            std::path::Path::new(&node.conf.metrics_spool_dir),
+            node.conf.metrics_spool_max_records,
+            &record,
+        );
+    }
     match result {
         Ok(stdout) => Output { stdout, exit_code: 0 },
         Err(e) => Output::error(&e, &reply_version),

@@ -26,6 +26,8 @@ pub struct Kube {
     budget: Duration,
     /// When the current phase's budget runs out; see [`Kube::start_phase`].
     deadline: Cell<Instant>,
+    /// The node-wide cap on requests in flight (`maxNodeApiRequests`).
+    brake: Option<crate::brake::Brake>,
 }
 
 /// The pod we set up was deleted and recreated under the same name meanwhile.
@@ -93,12 +95,19 @@ impl Kube {
         }
         let client = Client::try_from(cfg)
             .map_err(|e| CniError::new(code::KUBERNETES, format!("cannot build the Kubernetes client: {e}")))?;
-        Ok(Some(Kube { client, budget, deadline: Cell::new(deadline) }))
+        let brake = crate::brake::Brake::new(std::path::Path::new(&conf.cni_dir), conf.max_node_api_requests);
+        Ok(Some(Kube { client, budget, deadline: Cell::new(deadline), brake }))
     }
 
     /// For tests and tools: a client with an explicit budget.
     pub fn from_client(client: Client, budget: Duration) -> Kube {
-        Kube { client, budget, deadline: Cell::new(Instant::now() + budget) }
+        Kube { client, budget, deadline: Cell::new(Instant::now() + budget), brake: None }
+    }
+
+    /// Put every request of this client under a node-wide brake.
+    pub fn with_brake(mut self, brake: Option<crate::brake::Brake>) -> Kube {
+        self.brake = brake;
+        self
     }
 
     pub fn remaining(&self) -> Duration {
@@ -133,7 +142,17 @@ impl Kube {
                     None,
                 ));
             }
-            match tokio::time::timeout(remaining.min(MAX_REQUEST), call()).await {
+            let permit = match &self.brake {
+                Some(brake) => Some(brake.acquire(self.deadline.get()).await.map_err(|e| (e, None))?),
+                None => None,
+            };
+            crate::spool::API_REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let answer = tokio::time::timeout(remaining.min(MAX_REQUEST), call()).await;
+            drop(permit);
+            if !matches!(answer, Ok(Ok(_))) {
+                crate::spool::API_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            match answer {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => {
                     let status = if let kube::Error::Api(s) = &e { Some(s.code) } else { None };

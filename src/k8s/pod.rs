@@ -227,10 +227,15 @@ pub async fn plan<E: PluginExec, N>(
             }
         }
     }
+    let mirror =
+        &unique.first().and_then(|_| crate::mirror::Mirror::open(&conf.nad_mirror_dir, conf.nad_mirror_max_age()));
     let fetches = unique.iter().map(|&(namespace, name, or_file)| async move {
         match kube {
             Some(kube) => {
-                let found = kube.get_nad(namespace, name).await;
+                let found = match mirror.as_ref().and_then(|m| m.get(namespace, name)) {
+                    Some(obj) => Ok(Some(obj)),
+                    None => kube.get_nad(namespace, name).await,
+                };
                 Some(match found {
                     Ok(Some(obj)) => nad::config_from_nad(&obj, &conf.conf_dir, &conf.cni_version).map(|c| (c, format!("{namespace}/{name}"))),
                     Ok(None) if or_file => nad::find_in_conf_dir(Path::new(&conf.conf_dir), name).map(|c| {
