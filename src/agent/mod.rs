@@ -23,9 +23,10 @@ const STALE_TEMP: Duration = Duration::from_secs(60);
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct Options {
-    /// Kubeconfig the agent uses (needs list/watch on network-attachment-definitions).
+    /// Kubeconfig the agent uses (needs list/watch on network-attachment-definitions);
+    /// without it, the in-cluster service account.
     #[arg(long, value_name = "PATH")]
-    pub kubeconfig: PathBuf,
+    pub kubeconfig: Option<PathBuf>,
     /// Directory of the NAD mirror (the plugin's `nadMirrorDir`).
     #[arg(long, value_name = "DIR")]
     pub nad_mirror_dir: PathBuf,
@@ -81,7 +82,11 @@ fn drain(dir: &Path, metrics: &metrics::Metrics) {
 }
 
 /// A Kubernetes client from a kubeconfig file.
-pub async fn client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    let Some(kubeconfig) = kubeconfig else {
+        let cfg = kube::Config::incluster().context("no --kubeconfig and no in-cluster environment")?;
+        return kube::Client::try_from(cfg).context("building the Kubernetes client");
+    };
     let kc = Kubeconfig::read_from(kubeconfig).with_context(|| format!("reading {}", kubeconfig.display()))?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
@@ -113,7 +118,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             }
         });
     }
-    let client = client(&opts.kubeconfig).await?;
+    let client = client(opts.kubeconfig.as_deref()).await?;
     mirror::run(client, &opts.nad_mirror_dir, agent).await;
     Ok(())
 }
