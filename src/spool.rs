@@ -170,3 +170,40 @@ pub fn read(path: &Path) -> Option<Record> {
     }
     serde_json::from_slice(&data).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spool_is_capped_and_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        for i in 0..12 {
+            write(&spool, 5, &Record { verb: "ADD".into(), code: i, ..Record::default() });
+        }
+        let names = records(&spool).unwrap();
+        assert_eq!(names.len(), 5, "{names:?}");
+        let codes: Vec<u32> = names.iter().map(|n| read(&spool.join(n)).unwrap().code).collect();
+        assert_eq!(codes, [7, 8, 9, 10, 11], "the oldest records were dropped");
+        // A symlink, an oversized file and garbage are never read as records.
+        std::os::unix::fs::symlink("/etc/passwd", spool.join("0-link.json")).unwrap();
+        std::fs::write(spool.join("0-big.json"), vec![b' '; 10_000]).unwrap();
+        std::fs::write(spool.join("0-bad.json"), "{").unwrap();
+        for n in ["0-link.json", "0-big.json", "0-bad.json"] {
+            assert!(read(&spool.join(n)).is_none(), "{n}");
+        }
+        write(&spool, 0, &Record::default());
+        assert!(records(&spool).unwrap().is_empty(), "a cap of 0 keeps nothing");
+    }
+
+    #[test]
+    fn a_record_is_small_even_with_many_delegates() {
+        for _ in 0..100 {
+            drop(DelegateTimer::start(&"x".repeat(1000)));
+        }
+        let r = Record::of_process("ADD", 0, Duration::from_millis(3));
+        assert!(r.delegates.len() <= MAX_DELEGATES);
+        assert!(serde_json::to_vec(&r).unwrap().len() as u64 <= MAX_RECORD_BYTES);
+    }
+}

@@ -155,6 +155,8 @@ impl Mirror<'_> {
                     self.entries.remove(&gone);
                 }
                 self.listed = true;
+                // A completed relist is proof of health: no need to wait out an error.
+                self.quiet_until = Instant::now();
                 tracing::info!("NAD mirror: synced, {} NADs", self.entries.len());
             }
             watcher::Event::Apply(obj) => {
