@@ -7,6 +7,7 @@
 //! plugin's): the NAD mirror (`mirror.rs`), the spool drain, and the metrics server
 //! (`metrics.rs`). Also run in-process by `multus install --nad-mirror-dir`.
 
+pub mod doctor;
 pub mod metrics;
 pub mod mirror;
 
