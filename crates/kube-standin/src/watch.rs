@@ -118,19 +118,6 @@ impl State {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_parameters() {
-        assert!(is_watch("allowWatchBookmarks=true&resourceVersion=5&watch=true"));
-        assert!(!is_watch("watchx=true&limit=500"));
-        assert_eq!(since("resourceVersion=17&watch=1"), 17);
-        assert_eq!(since("watch=1"), 0);
-    }
-}
-
 /// Counts API requests in flight (from arrival to reply), and the most at once, so
 /// tests can check a client-side cap (the plugin's `maxNodeApiRequests`).
 pub(crate) struct InFlight(Arc<Mutex<State>>);
@@ -147,5 +134,18 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         crate::lock(&self.0).in_flight -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters() {
+        assert!(is_watch("allowWatchBookmarks=true&resourceVersion=5&watch=true"));
+        assert!(!is_watch("watchx=true&limit=500"));
+        assert_eq!(since("resourceVersion=17&watch=1"), 17);
+        assert_eq!(since("watch=1"), 0);
     }
 }
