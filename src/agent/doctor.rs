@@ -23,7 +23,12 @@ pub fn check_mirror(conf: &MultusConf) -> Option<Check> {
             if age_ms <= max_age.as_millis() as u64 {
                 Check::ok(
                     "nad mirror",
-                    format!("{}: {} NADs, heartbeat {age} old (resourceVersion {})", dir.display(), beat.nads, beat.resource_version),
+                    format!(
+                        "{}: {} NADs, heartbeat {age} old (resourceVersion {})",
+                        dir.display(),
+                        beat.nads,
+                        beat.resource_version
+                    ),
                 )
             } else {
                 Check::warn(

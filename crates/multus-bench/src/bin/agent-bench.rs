@@ -52,7 +52,12 @@ fn run_cni(bin: &Path, netns: &str, cid: &str, conf: &Value) -> (Duration, bool)
     child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     if !out.status.success() {
-        eprintln!("{} failed: {}\n{}", bin.display(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "{} failed: {}\n{}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     (start.elapsed(), out.status.success())
 }
@@ -228,7 +233,9 @@ fn main() {
     let burst_s = started.elapsed().as_secs_f64();
     let max_in_flight = api.max_in_flight();
 
-    println!("| ADD, 1 NAD | GETs | status writes | event POSTs | blocking round trips | ADD ms | direct ms | overhead ms |");
+    println!(
+        "| ADD, 1 NAD | GETs | status writes | event POSTs | blocking round trips | ADD ms | direct ms | overhead ms |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
@@ -249,8 +256,14 @@ fn main() {
     println!("| NADs mirrored | {entries} |");
     println!("| initial sync of 1,000 NADs | {sync_ms:.0} ms |");
     println!("| RSS with 1,000 NADs (peak) | {:.1} MiB ({:.1} MiB) |", rss as f64 / 1024.0, hwm as f64 / 1024.0);
-    println!("| NAD change → mirror, median (max) of 20 | {:.1} ms ({:.1} ms) |", median(change_ms.clone()), change_ms.iter().cloned().fold(0.0, f64::max));
-    println!("| burst of 100 ADDs, maxNodeApiRequests={CAP} | {ok}/100 succeeded in {burst_s:.1} s, max {max_in_flight} requests in flight |");
+    println!(
+        "| NAD change → mirror, median (max) of 20 | {:.1} ms ({:.1} ms) |",
+        median(change_ms.clone()),
+        change_ms.iter().cloned().fold(0.0, f64::max)
+    );
+    println!(
+        "| burst of 100 ADDs, maxNodeApiRequests={CAP} | {ok}/100 succeeded in {burst_s:.1} s, max {max_in_flight} requests in flight |"
+    );
     let report = json!({"add": rows, "agent": {"nads": entries, "sync_ms": sync_ms, "rss_kib": rss, "peak_rss_kib": hwm,
         "change_to_mirror_ms": change_ms}, "burst": {"adds": 100, "ok": ok, "cap": CAP, "max_in_flight": max_in_flight, "seconds": burst_s}});
     if let Some(out) = arg("--out") {
