@@ -5,7 +5,7 @@ CARGO ?= cargo
 DEB_PACKAGES := containernetworking-plugins iproute2 iptables iputils-ping jq curl
 STAMP := target/.deps-installed
 
-.PHONY: deps build release test unit lint demo bench clean-netns
+.PHONY: deps build release test unit lint demo bench bench-agent clean-netns
 
 $(STAMP):
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -98,6 +98,9 @@ bench: deps
 # static release binary (scripts/image.sh). Load it with `ctr -n k8s.io images import`.
 image: proto-deps
 	bash scripts/image.sh
+
+bench-agent: deps
+	bash scripts/bench-agent.sh
 
 # End to end through the real callers: containerd's CRI plugin (driven over its socket
 # as kubelet does) and podman; prints "N passed, M failed" (crates/cri-e2e).

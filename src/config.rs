@@ -58,6 +58,13 @@ fn default_device_info_dir() -> String {
     crate::devices::deviceinfo::DEFAULT_DIR.into()
 }
 
+fn default_nad_mirror_max_age() -> f64 {
+    30.0
+}
+fn default_metrics_spool_max_records() -> u64 {
+    1000
+}
+
 /// Log rotation for `logFile` (Go Multus parses it but never applies it; we do).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -184,6 +191,22 @@ pub struct MultusConf {
     #[serde(default = "default_device_info_dir")]
     pub device_info_dir: String,
 
+    /// The node agent's NAD mirror (`multus agent --nad-mirror-dir`); empty: no mirror.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub nad_mirror_dir: String,
+    /// The mirror is used only while its heartbeat is younger than this, seconds.
+    #[serde(default = "default_nad_mirror_max_age")]
+    pub nad_mirror_max_age_seconds: f64,
+    /// Where each invocation leaves its metrics record for the agent; empty: none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub metrics_spool_dir: String,
+    /// At most this many records wait in the spool; the oldest are dropped.
+    #[serde(default = "default_metrics_spool_max_records")]
+    pub metrics_spool_max_records: u64,
+    /// Node-wide cap on API requests in flight across all plugin processes; 0: no cap.
+    #[serde(default)]
+    pub max_node_api_requests: u32,
+
     /// GC input: the attachments the runtime still knows.
     #[serde(default, rename = "cni.dev/valid-attachments", skip_serializing_if = "Option::is_none")]
     pub valid_attachments: Option<Vec<Attachment>>,
@@ -267,6 +290,10 @@ impl MultusConf {
 
     pub fn api_timeout(&self) -> Duration {
         seconds(self.api_timeout_seconds, default_api_timeout())
+    }
+
+    pub fn nad_mirror_max_age(&self) -> Duration {
+        seconds(self.nad_mirror_max_age_seconds, default_nad_mirror_max_age())
     }
 
     pub fn readiness_timeout(&self) -> Duration {

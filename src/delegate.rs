@@ -290,6 +290,7 @@ impl PluginExec for BinaryExec {
 
     async fn exec(&self, plugin_type: &str, command: Command, rt: &RuntimeConf, stdin: &[u8]) -> Result<Option<Value>> {
         let path = self.find(plugin_type)?;
+        let _timer = crate::spool::DelegateTimer::start(plugin_type);
         let cni_path = std::env::join_paths(&self.cni_path).unwrap_or_default();
         // Only what CNI defines, plus PATH (plugins such as portmap exec iptables).
         let mut cmd = tokio::process::Command::new(&path);

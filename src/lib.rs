@@ -7,6 +7,7 @@
 // Our traits are used with generics on a current-thread runtime: no Send bounds needed.
 #![allow(async_fn_in_trait)]
 
+pub mod brake;
 pub mod cache;
 pub mod cni;
 pub mod commands;
@@ -19,9 +20,11 @@ pub mod k8s;
 pub mod limits;
 pub mod lock;
 pub mod logging;
+pub mod mirror;
 pub mod netns;
 pub mod passthru;
 pub mod safefs;
+pub mod spool;
 #[cfg(test)]
 pub mod testing;
 pub mod tools;

@@ -25,6 +25,8 @@ enum Cmd {
     Version,
     /// Install Multus on this node and keep its files current (the DaemonSet's entrypoint).
     Install(Box<multus::tools::install::Options>),
+    /// The node agent: NAD mirror, metrics from the plugin's spool (never in the ADD path).
+    Agent(multus::tools::agent::Options),
     /// Diagnose this node: config, plugins, API access and RBAC, cache, master links.
     Doctor(multus::tools::doctor::Options),
     /// Check NetworkAttachmentDefinitions and selection annotations offline, as a webhook would.
@@ -63,6 +65,13 @@ fn main() -> ExitCode {
         Some(Cmd::Install(opts)) => {
             if let Err(e) = multus::tools::install::run(*opts) {
                 eprintln!("multus install: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+        Some(Cmd::Agent(opts)) => {
+            multus::logging::init_stderr();
+            if let Err(e) = multus::tools::agent::run_blocking(opts) {
+                eprintln!("multus agent: {e:#}");
                 return ExitCode::FAILURE;
             }
         }

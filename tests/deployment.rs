@@ -101,6 +101,9 @@ fn cluster_role_grants_exactly_what_the_plugin_uses() {
         ("", "pods", "patch"),
         ("", "pods/status", "update"),
         ("k8s.cni.cncf.io", "network-attachment-definitions", "get"),
+        // the node agent's NAD mirror: one list + watch per node
+        ("k8s.cni.cncf.io", "network-attachment-definitions", "list"),
+        ("k8s.cni.cncf.io", "network-attachment-definitions", "watch"),
         ("", "events", "create"),
     ]
     .iter()
@@ -197,6 +200,12 @@ fn daemonset_mounts_match_the_install_flags() {
         format!("{}/multus.d/multus.kubeconfig", host_path(&opts.cni_conf_dir))
     );
     assert_eq!(opts.multus_kubeconfig_file_host, install::DEFAULT_KUBECONFIG_HOST);
+    // The agent writes the mirror and drains the spool where the plugin, on the host,
+    // looks: the hostPath is mounted at the same path.
+    for dir in [opts.nad_mirror_dir.as_deref().unwrap(), opts.metrics_spool_dir.as_deref().unwrap()] {
+        let host = host_path(Path::new("/var/run/multus"));
+        assert!(dir.starts_with(&host), "{} is under the hostPath {host} at the same path", dir.display());
+    }
 }
 
 /// Every example file, by name.

@@ -143,7 +143,8 @@ fn terminate(mut child: Child) -> Output {
 fn calico_primary_gives_the_seed_config() {
     let host = Host::new();
     host.write_conf("10-calico.conflist", &calico_conflist());
-    let out = host.install_once(&["--multus-log-level", "verbose"]);
+    // Go's exact file: without the pod-annotations capability we declare by default.
+    let out = host.install_once(&["--multus-log-level", "verbose", "--pod-annotations-capability=false"]);
     assert_success(&out);
 
     let seed: Value = serde_json::from_str(SEED_MULTUS_CONF).unwrap();
@@ -161,6 +162,8 @@ fn calico_primary_gives_the_seed_config() {
     let mut expected = seed;
     expected["logLevel"] = "debug".into();
     expected["logToStderr"] = false.into();
+    // by default, the capability through which containerd passes the pod's annotations
+    expected["capabilities"]["io.kubernetes.cri.pod-annotations"] = true.into();
     assert_eq!(host.read_json("00-multus.conf"), expected);
 }
 
@@ -211,7 +214,11 @@ fn primary_1_0_gives_a_conflist() {
     let plugins = conf["plugins"].as_array().unwrap();
     assert_eq!(plugins.len(), 1);
     assert_eq!(plugins[0]["type"], "multus");
-    assert_eq!(plugins[0]["capabilities"], json!({"portMappings": true}));
+    assert_eq!(
+        plugins[0]["capabilities"],
+        json!({"portMappings": true, "io.kubernetes.cri.pod-annotations": true}),
+        "the primary's capabilities, and the pod annotations from containerd (no pod GET)"
+    );
     assert_eq!(plugins[0]["delegates"], json!([primary]));
 }
 

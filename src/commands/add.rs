@@ -50,9 +50,9 @@ pub async fn add<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>) -> Result<V
     let cid = &inv.env.container_id;
     crate::devices::write_device_info(conf, cid, attachments.iter().map(|a| (&a.delegate, &a.device)));
     // A failed run rolls back what ran; the device-info files of the rest go too.
-    let mut results = run_delegates(inv, &k8s, attachments).await.inspect_err(|_| {
-        attachments.iter().for_each(|a| crate::devices::remove_device_info(conf, cid, &a.delegate))
-    })?;
+    let mut results = run_delegates(inv, &k8s, attachments)
+        .await
+        .inspect_err(|_| attachments.iter().for_each(|a| crate::devices::remove_device_info(conf, cid, &a.delegate)))?;
     if let Err(e) = apply_default_routes(inv, &k8s, &plan, &mut results).await {
         rollback(inv, &k8s, attachments, &results).await;
         return Err(e);

@@ -99,6 +99,7 @@ pub fn run(env: Result<CniEnv>, stdin: &[u8]) -> Output {
     }
     let exec = BinaryExec::new(&conf.bin_dir, &env.path, conf.delegate_timeout());
     let inv = Invocation { conf, env, exec, netns: crate::netns::Netlink };
+    let started = std::time::Instant::now();
     let result = runtime.block_on(async {
         // One invocation per container ID at a time on this node (see `lock`).
         let lock = match inv.env.command {
@@ -121,6 +122,15 @@ pub fn run(env: Result<CniEnv>, stdin: &[u8]) -> Output {
         }
         result
     });
+    if !inv.conf.metrics_spool_dir.is_empty() {
+        let code = result.as_ref().err().map_or(0, |e| e.code);
+        let record = crate::spool::Record::of_process(inv.env.command.as_str(), code, started.elapsed());
+        crate::spool::write(
+            std::path::Path::new(&inv.conf.metrics_spool_dir),
+            inv.conf.metrics_spool_max_records,
+            &record,
+        );
+    }
     match result {
         Ok(stdout) => Output { stdout, exit_code: 0 },
         Err(e) => Output::error(&e, &reply_version),

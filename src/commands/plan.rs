@@ -129,8 +129,7 @@ async fn assign_devices<E: PluginExec, N>(
     let (mut delegates, resources): (Vec<Delegate>, Vec<Option<String>>) =
         plan.attachments.iter().map(|a| (a.delegate.clone(), a.resource.clone())).unzip();
     let cid = &inv.env.container_id;
-    let assigned =
-        crate::devices::attach(&inv.conf, kube, k8s, pod, cid, &mut delegates, &resources, strict).await?;
+    let assigned = crate::devices::attach(&inv.conf, kube, k8s, pod, cid, &mut delegates, &resources, strict).await?;
     for ((a, delegate), device) in plan.attachments.iter_mut().zip(delegates).zip(assigned) {
         a.delegate = delegate;
         a.device = device;
@@ -235,9 +234,13 @@ pub async fn fetch_networks(kube: Option<&Kube>, conf: &MultusConf, slots: &[Slo
             }
         }
     }
+    // The node agent's NAD mirror, when it is fresh: a hit costs no request; anything
+    // else falls back to the GET (crate::mirror).
+    let mirror =
+        &unique.first().and_then(|_| crate::mirror::Mirror::open(&conf.nad_mirror_dir, conf.nad_mirror_max_age()));
     let fetches = unique.iter().map(|&(namespace, name, or_file)| async move {
         let kube = kube?;
-        Some(fetch_network(kube, conf, namespace, name, or_file).await)
+        Some(fetch_network(kube, mirror.as_ref(), conf, namespace, name, or_file).await)
     });
     let unique_fetched = futures::future::join_all(fetches).await;
     slots
@@ -252,8 +255,19 @@ pub async fn fetch_networks(kube: Option<&Kube>, conf: &MultusConf, slots: &[Slo
         .collect()
 }
 
-async fn fetch_network(kube: &Kube, conf: &MultusConf, namespace: &str, name: &str, or_file: bool) -> Fetched {
-    match kube.get_nad(namespace, name).await {
+async fn fetch_network(
+    kube: &Kube,
+    mirror: Option<&crate::mirror::Mirror>,
+    conf: &MultusConf,
+    namespace: &str,
+    name: &str,
+    or_file: bool,
+) -> Fetched {
+    let found = match mirror.and_then(|m| m.get(namespace, name)) {
+        Some(obj) => Ok(Some(obj)),
+        None => kube.get_nad(namespace, name).await,
+    };
+    match found {
         Ok(Some(obj)) => {
             let resource = crate::devices::resource_name(&obj);
             nad::config_from_nad(&obj, &conf.conf_dir, &conf.cni_version)

@@ -37,6 +37,8 @@ pub struct Kube {
     /// status write costs one request, not a GET + PUT (its resourceVersion makes a
     /// stale base a 409, and the 409 a fresh GET).
     read_pod: RefCell<Option<Pod>>,
+    /// The node-wide cap on requests in flight (`maxNodeApiRequests`).
+    brake: Option<crate::brake::Brake>,
 }
 
 /// The pod we set up was deleted and recreated under the same name meanwhile.
@@ -91,10 +93,16 @@ impl Kube {
         let client = super::transport::client(&cfg, per_request)
             .map_err(|e| CniError::new(code::KUBERNETES, format!("cannot build the Kubernetes client: {e}")))?;
         let status_hint = Some(std::path::Path::new(&conf.cni_dir).join(STATUS_WRITE_HINT));
+        let brake = crate::brake::Brake::new(std::path::Path::new(&conf.cni_dir), conf.max_node_api_requests);
         Ok(Some(Kube {
             client,
             server,
-            budget, deadline: Cell::new(deadline), status_hint, read_pod: RefCell::new(None) }))
+            budget,
+            deadline: Cell::new(deadline),
+            status_hint,
+            read_pod: RefCell::new(None),
+            brake,
+        }))
     }
 
     pub fn remaining(&self) -> Duration {
@@ -129,7 +137,17 @@ impl Kube {
                     None,
                 ));
             }
-            match tokio::time::timeout(remaining.min(MAX_REQUEST), call()).await {
+            let permit = match &self.brake {
+                Some(brake) => Some(brake.acquire(self.deadline.get()).await.map_err(|e| (e, None))?),
+                None => None,
+            };
+            crate::spool::API_REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let answer = tokio::time::timeout(remaining.min(MAX_REQUEST), call()).await;
+            drop(permit);
+            if !matches!(answer, Ok(Ok(_))) {
+                crate::spool::API_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            match answer {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => {
                     let status = if let kube::Error::Api(s) = &e { Some(s.code) } else { None };

@@ -1,7 +1,7 @@
 //! What `multus doctor` and `multus validate` check about device-plugin networks.
 
-use crate::devices::RESOURCE_NAME_ANNOTATION;
 use crate::config::MultusConf;
+use crate::devices::RESOURCE_NAME_ANNOTATION;
 use crate::tools::report::Check;
 use kube::api::DynamicObject;
 use serde_json::Value;

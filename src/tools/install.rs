@@ -188,6 +188,25 @@ pub struct Options {
     /// How often sources are compared with what was written (seconds).
     #[arg(long, value_name = "SECONDS", default_value = "2", value_parser = parse_seconds)]
     pub watch_interval: Duration,
+
+    /// Declare the `io.kubernetes.cri.pod-annotations` capability, so containerd passes the
+    /// pod's annotations and ADD needs no pod GET (`=false`: only the primary's capabilities).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_value = "true",
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub pod_annotations_capability: bool,
+    /// Run the node agent in-process, mirroring NADs into this directory (a hostPath mounted
+    /// at the same path as on the host), and write it into the config as `nadMirrorDir`.
+    #[arg(long, value_name = "DIR")]
+    pub nad_mirror_dir: Option<PathBuf>,
+    /// With --nad-mirror-dir: the plugin's metrics spool (`metricsSpoolDir`), drained by the agent.
+    #[arg(long, value_name = "DIR", requires = "nad_mirror_dir")]
+    pub metrics_spool_dir: Option<PathBuf>,
+    /// With --nad-mirror-dir: serve the agent's Prometheus metrics on this address.
+    #[arg(long, value_name = "ADDR", requires = "nad_mirror_dir")]
+    pub metrics_bind_address: Option<String>,
+    /// `maxNodeApiRequests`: the node-wide cap on the plugin's API requests in flight.
+    #[arg(long, value_name = "N")]
+    pub max_node_api_requests: Option<u32>,
 }
 
 /// `30`, `0.5` or `30s`.
@@ -208,6 +227,17 @@ pub fn run(opts: Options) -> Result<()> {
     let mut installer = Installer::new(opts)?;
     signals::install()?;
     installer.install()?;
+    if !installer.opts.once
+        && let Some(dir) = &installer.opts.nad_mirror_dir
+    {
+        let opts = &installer.opts;
+        crate::tools::agent::spawn(crate::tools::agent::Options {
+            kubeconfig: None,
+            nad_mirror_dir: dir.clone(),
+            metrics_bind_address: opts.metrics_bind_address.clone(),
+            spool_dir: opts.metrics_spool_dir.clone(),
+        })?;
+    }
     if !installer.opts.once {
         // Returns at once if a signal came during the installation.
         installer.watch();
@@ -650,7 +680,10 @@ pub fn multus_config(primary: &Map<String, Value>, opts: &Options) -> Result<Gen
     let mut delegate = primary.clone();
     let version = cni_version(&mut delegate, opts)?;
     let name = network_name(primary, opts)?;
-    let capabilities = capabilities(primary)?;
+    let mut capabilities = capabilities(primary)?;
+    if opts.pod_annotations_capability {
+        capabilities.insert(crate::k8s::pod::POD_ANNOTATIONS_CAPABILITY.into(), true.into());
+    }
     check_plugin_types(primary)?;
 
     let mut fields: Vec<(&str, Value)> = vec![("type", "multus".into())];
@@ -706,6 +739,15 @@ fn option_fields(opts: &Options) -> Vec<(&'static str, Value)> {
     }
     if opts.write_legacy_networks_status {
         fields.push(("writeLegacyNetworksStatus", true.into()));
+    }
+    let dirs = [("nadMirrorDir", &opts.nad_mirror_dir), ("metricsSpoolDir", &opts.metrics_spool_dir)];
+    for (key, dir) in dirs {
+        if let Some(dir) = dir {
+            fields.push((key, dir.display().to_string().into()));
+        }
+    }
+    if let Some(n) = opts.max_node_api_requests {
+        fields.push(("maxNodeApiRequests", n.into()));
     }
     fields
 }
@@ -863,8 +905,11 @@ mod tests {
         v.as_object().cloned().unwrap()
     }
 
+    /// Go's output: these tests compare with Go Multus' files, which lack the
+    /// pod-annotations capability we declare by default (`agent_install.rs` tests that).
     fn generate(primary: Value, args: &[&str]) -> Result<(String, Value)> {
-        let g = multus_config(&obj(primary), &opts(args))?;
+        let args: Vec<&str> = ["--pod-annotations-capability=false"].iter().chain(args).copied().collect();
+        let g = multus_config(&obj(primary), &opts(&args))?;
         let v = serde_json::from_str(&g.content).unwrap();
         Ok((g.file_name.to_string(), v))
     }
@@ -878,6 +923,24 @@ mod tests {
         assert_eq!(o.multus_kubeconfig_file_host, "/etc/cni/net.d/multus.d/multus.kubeconfig");
         assert!(o.multus_log_to_stderr);
         assert!(!o.namespace_isolation && !o.cleanup_config_on_exit && !o.once);
+        assert!(o.pod_annotations_capability && o.nad_mirror_dir.is_none());
+        let g =
+            multus_config(&obj(json!({"cniVersion":"0.3.1","name":"k8s-pod-network","type":"calico"})), &o).unwrap();
+        let v: Value = serde_json::from_str(&g.content).unwrap();
+        assert_eq!(v["capabilities"], json!({"io.kubernetes.cri.pod-annotations": true}), "declared by default");
+        let o = opts(&[
+            "--nad-mirror-dir=/var/run/multus/nads",
+            "--metrics-spool-dir=/var/run/multus/spool",
+            "--max-node-api-requests=8",
+        ]);
+        let g =
+            multus_config(&obj(json!({"cniVersion":"0.3.1","name":"k8s-pod-network","type":"calico"})), &o).unwrap();
+        let v: Value = serde_json::from_str(&g.content).unwrap();
+        assert_eq!(
+            (v["nadMirrorDir"].as_str(), v["metricsSpoolDir"].as_str()),
+            (Some("/var/run/multus/nads"), Some("/var/run/multus/spool"))
+        );
+        assert_eq!(v["maxNodeApiRequests"], 8);
     }
 
     /// Every flag Go's thin entrypoint defines (cmd/thin_entrypoint, `addFlags`), in the forms

@@ -2,6 +2,7 @@
 //! DaemonSet's entrypoint), `doctor` (diagnose a node) and `validate` (check NADs and
 //! annotations offline). The plugin path never imports from here.
 
+pub mod agent;
 pub mod devices;
 pub mod doctor;
 pub mod install;

@@ -50,6 +50,14 @@ pub(crate) fn serve(state: &Mutex<State>, method: &str, path: &str, body: &[u8])
         }
         ("POST", ["pods"]) => admit(&mut state, Kind::Pod, body),
         ("POST", ["nads"]) => admit(&mut state, Kind::Nad, body),
+        ("DELETE", ["nads", ns, name]) => {
+            state.remove(Kind::Nad, ns, name);
+            Reply::ok(json!({}))
+        }
+        ("POST", ["compact"]) => {
+            state.compact();
+            Reply::ok(json!({}))
+        }
         ("GET", ["pods", ns, name]) => match state.get(Kind::Pod, ns, name) {
             Some(pod) => Reply::ok(pod.clone()),
             None => status::not_found(&Kind::Pod.info(), name),

@@ -88,7 +88,15 @@ pub(crate) struct ApiRequest<'a> {
     pub authorization: Option<&'a str>,
     pub content_type: Option<&'a str>,
     pub accept: Option<&'a str>,
+    /// The query string (`watch=true&resourceVersion=...`), `""` when none.
+    pub query: &'a str,
     pub body: &'a [u8],
+}
+
+/// [`verb`], with `?watch=true` on a collection making it `watch`.
+pub(crate) fn verb_with_query(method: &str, route: Option<&Route>, query: &str) -> String {
+    let verb = verb(method, route);
+    if verb == "list" && crate::watch::is_watch(query) { "watch".to_owned() } else { verb }
 }
 
 /// Authenticates, authorizes and serves one API request.
@@ -144,6 +152,7 @@ fn dispatch(state: &mut State, req: &ApiRequest<'_>) -> Reply {
     match (req.verb, kind, name) {
         ("get", _, Some(name)) if kind != Kind::SelfSubjectAccessReview => get(state, kind, ns_or_default, name),
         ("list", Kind::Pod | Kind::Nad | Kind::CoreEvent | Kind::Event, None) => list(state, kind, ns),
+        ("watch", Kind::Nad, None) => crate::watch::serve(state, req),
         ("patch", Kind::Pod | Kind::CoreEvent | Kind::Event, Some(name)) => {
             patch(state, kind, ns_or_default, name, status, req)
         }

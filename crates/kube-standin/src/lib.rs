@@ -34,6 +34,7 @@ mod tls;
 /// A version-4-shaped UUID, as the stand-in gives new objects (tools use it for pods too).
 pub use state::new_uid;
 mod status;
+mod watch;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -328,6 +329,22 @@ impl StandIn {
             added += 1;
         }
         Ok(added)
+    }
+
+    /// The most API requests that were ever in flight at once (admin calls excluded).
+    pub fn max_in_flight(&self) -> usize {
+        self.lock().max_in_flight
+    }
+
+    /// Removes a NetworkAttachmentDefinition (watchers get DELETED).
+    pub fn remove_nad(&self, ns: &str, name: &str) {
+        self.lock().remove(Kind::Nad, ns, name);
+    }
+
+    /// Compacts the watch history (as etcd does): a watch from an older
+    /// resourceVersion gets a 410 Gone ERROR event and must relist.
+    pub fn compact_watch_history(&self) {
+        self.lock().compact();
     }
 
     /// Removes a Pod (no-op when it does not exist).

@@ -150,9 +150,11 @@ async fn handle(
         return Ok(respond(admin::serve(state, method, admin_path, &body)));
     }
 
+    let _in_flight = crate::watch::InFlight::enter(state);
     let header = |name| parts.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
     let route = Route::parse(path);
-    let verb = api::verb(method, route.as_ref());
+    let query = parts.uri.query().unwrap_or("");
+    let verb = api::verb_with_query(method, route.as_ref(), query);
     let req = ApiRequest {
         method,
         route: route.as_ref(),
@@ -160,6 +162,7 @@ async fn handle(
         authorization: header(AUTHORIZATION),
         content_type: header(CONTENT_TYPE),
         accept: header(ACCEPT),
+        query,
         body: &body,
     };
     let (latency, fault) = {
@@ -201,6 +204,7 @@ async fn handle(
             return Err(ResetConnection);
         }
     }
+    crate::watch::wait(state, &req).await;
     let reply = api::serve(&mut lock(state), &req);
     Ok(respond(reply))
 }

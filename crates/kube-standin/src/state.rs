@@ -75,6 +75,13 @@ pub(crate) struct State {
     pub connections: Vec<crate::ConnectionRecord>,
     /// The id the next accepted connection gets (ids survive `clear_connections`).
     pub next_connection: u64,
+    /// NAD changes for watchers (`watch.rs`), oldest first.
+    pub(crate) changes: Vec<crate::watch::Change>,
+    /// Watches from a resourceVersion below this get 410 Gone.
+    pub(crate) compacted: u64,
+    /// API requests being served now, and the most ever at once.
+    pub(crate) in_flight: usize,
+    pub(crate) max_in_flight: usize,
 }
 
 impl State {
@@ -87,7 +94,15 @@ impl State {
     }
 
     pub fn remove(&mut self, kind: Kind, ns: &str, name: &str) {
-        self.objects.remove(&(kind, ns.to_owned(), name.to_owned()));
+        let removed = self.objects.remove(&(kind, ns.to_owned(), name.to_owned()));
+        if let (Kind::Nad, Some(mut obj)) = (kind, removed) {
+            // The apiserver gives the deletion a revision of its own.
+            let rv = self.next_resource_version();
+            if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.insert("resourceVersion".into(), rv.into());
+            }
+            self.log_change("DELETED", &obj);
+        }
     }
 
     /// Objects of `kind`, in one namespace or (with `None`) all of them.
@@ -130,7 +145,10 @@ impl State {
         let ns = meta.entry("namespace").or_insert_with(|| "default".into());
         let ns = ns.as_str().ok_or("metadata.namespace is not a string")?.to_owned();
         self.stamp_new(meta);
-        self.objects.insert((kind, ns, name), obj.clone());
+        let replaced = self.objects.insert((kind, ns, name), obj.clone()).is_some();
+        if kind == Kind::Nad {
+            self.log_change(if replaced { "MODIFIED" } else { "ADDED" }, &obj);
+        }
         Ok(obj)
     }
 

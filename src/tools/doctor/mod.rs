@@ -100,6 +100,7 @@ pub async fn diagnose(opts: &Options) -> Report {
     let exec = BinaryExec::new(&conf.bin_dir, &cni_path, conf.delegate_timeout());
     report.extend(check_binaries(&exec, &networks, Status::Fail));
     report.extend(check_readiness(&conf));
+    report.extend(crate::tools::agent::doctor::check_mirror(&conf));
     let stale_after = Duration::from_secs(opts.stale_days.saturating_mul(24 * 3600));
     report.extend(check_cache(Path::new(&conf.cni_dir), stale_after, SystemTime::now()));
     let nads = match &client {
