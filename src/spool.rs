@@ -122,23 +122,7 @@ fn try_write(dir: &Path, max_records: u64, record: &Record) -> std::io::Result<(
 /// Exclusive temp file + rename, without fsync: a record lost in a power cut is a
 /// metric sample, not state, and an fsync per invocation would cost a journal commit.
 fn write_nosync(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-            .open(&tmp)?;
-        f.write_all(data)?;
-        std::fs::rename(&tmp, dir.join(name))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::safefs::Dir::open(dir)?.write_atomic_unsynced(name, data, 0o600)
 }
 
 /// The names of the records waiting in `dir`, oldest first.

@@ -30,31 +30,16 @@ pub fn nad_resource() -> ApiResource {
 /// the agent at any instant) never sees a torn entry. No fsync: after a crash or
 /// reboot the agent relists and rewrites everything.
 pub fn write_entry(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-            .open(&tmp)?;
-        f.write_all(data)?;
-        std::fs::rename(&tmp, dir.join(name))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::safefs::Dir::open(dir)?.write_atomic_unsynced(name, data, 0o644)
 }
 
 /// Entry files now in `dir` (temp files of an earlier, killed agent are removed).
 fn existing_entries(dir: &Path) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     for name in std::fs::read_dir(dir).into_iter().flatten().filter_map(|e| e.ok()?.file_name().into_string().ok()) {
-        if name.starts_with('.') && name.ends_with(".tmp") {
+        let is_temp = name.starts_with('.')
+            && name.rsplit_once(".tmp.").is_some_and(|(_, rest)| crate::safefs::is_temp_suffix(rest));
+        if is_temp {
             let _ = std::fs::remove_file(dir.join(&name));
         } else if name.ends_with(".json") && name != HEARTBEAT_FILE {
             found.insert(name);
