@@ -124,9 +124,22 @@ pub fn save_delegates<'a>(
     if !crate::cni::env::valid_container_id(container_id) {
         return Err(invalid_id(container_id));
     }
-    let records: Vec<Record> = delegates
-        .into_iter()
-        .map(|d| {
+    // What DEL could not read back is never written: refused before any delegate runs,
+    // and as soon as the output passes the limit.
+    let limit = limits::get().max_cache_file_bytes;
+    let too_large = |len: usize| {
+        limits::over_limit(
+            "the delegate cache of this pod is too large (bytes)",
+            len as u64,
+            limit,
+            "maxCacheFileBytes",
+        )
+    };
+    // One record at a time into the output: a pod's configs may be many MiB, and a
+    // list of records besides the JSON would hold them twice.
+    let mut data = b"[".to_vec();
+    for (i, d) in delegates.into_iter().enumerate() {
+        let record = {
             let value = go_netconf_header(d.config.value(), d.config.is_list());
             Record {
                 conf: (!d.config.is_list()).then(|| value.clone()),
@@ -146,19 +159,16 @@ pub fn save_delegates<'a>(
                 master: Some(d.primary),
                 capability_args: Some(d.capability_args.clone()),
             }
-        })
-        .collect();
-    let data = serde_json::to_vec(&records).map_err(|e| CniError::new(code::IO, e.to_string()))?;
-    // What DEL could not read back is never written: refused before any delegate runs.
-    let limit = limits::get().max_cache_file_bytes;
-    if data.len() as u64 > limit {
-        return Err(limits::over_limit(
-            "the delegate cache of this pod is too large (bytes)",
-            data.len() as u64,
-            limit,
-            "maxCacheFileBytes",
-        ));
+        };
+        if i > 0 {
+            data.push(b',');
+        }
+        serde_json::to_writer(&mut data, &record).map_err(|e| CniError::new(code::IO, e.to_string()))?;
+        if data.len() as u64 >= limit {
+            return Err(too_large(data.len() + 1));
+        }
     }
+    data.push(b']');
     let dir =
         safefs::Dir::create(cni_dir).map_err(|e| CniError::io(format!("cannot create {}", cni_dir.display()), e))?;
     let path = scratch_path(cni_dir, container_id);

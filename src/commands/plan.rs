@@ -126,14 +126,19 @@ async fn assign_devices<E: PluginExec, N>(
     plan: &mut Plan,
 ) -> Result<()> {
     let strict = inv.env.command == crate::cni::Command::Add;
-    let (mut delegates, resources): (Vec<Delegate>, Vec<Option<String>>) =
-        plan.attachments.iter().map(|a| (a.delegate.clone(), a.resource.clone())).unzip();
+    // Moved out and back, not cloned: a pod's configs may be many MiB (maxCacheFileBytes).
+    type Rest = (Vec<IpAddr>, Option<String>);
+    let (mut delegates, rest): (Vec<Delegate>, Vec<Rest>) =
+        std::mem::take(&mut plan.attachments).into_iter().map(|a| (a.delegate, (a.default_route, a.resource))).unzip();
+    let resources: Vec<Option<String>> = rest.iter().map(|(_, r)| r.clone()).collect();
     let cid = &inv.env.container_id;
     let assigned = crate::devices::attach(&inv.conf, kube, k8s, pod, cid, &mut delegates, &resources, strict).await?;
-    for ((a, delegate), device) in plan.attachments.iter_mut().zip(delegates).zip(assigned) {
-        a.delegate = delegate;
-        a.device = device;
-    }
+    plan.attachments = delegates
+        .into_iter()
+        .zip(rest)
+        .zip(assigned)
+        .map(|((delegate, (default_route, resource)), device)| Attachment { delegate, default_route, resource, device })
+        .collect();
     Ok(())
 }
 
