@@ -125,55 +125,80 @@ pub fn save_delegates<'a>(
         return Err(invalid_id(container_id));
     }
     // What DEL could not read back is never written: refused before any delegate runs,
-    // and as soon as the output passes the limit.
+    // and as soon as the output passes the limit. Records are streamed to the file one
+    // at a time: a pod's configs may be many MiB.
     let limit = limits::get().max_cache_file_bytes;
-    let too_large = |len: usize| {
-        limits::over_limit(
-            "the delegate cache of this pod is too large (bytes)",
-            len as u64,
-            limit,
-            "maxCacheFileBytes",
-        )
-    };
-    // One record at a time into the output: a pod's configs may be many MiB, and a
-    // list of records besides the JSON would hold them twice.
-    let mut data = b"[".to_vec();
-    for (i, d) in delegates.into_iter().enumerate() {
-        let record = {
-            let value = go_netconf_header(d.config.value(), d.config.is_list());
-            Record {
-                conf: (!d.config.is_list()).then(|| value.clone()),
-                conf_list: d.config.is_list().then_some(value),
-                name: d.name.clone(),
-                ifname_request: d.ifname.clone(),
-                mac_request: str_arg(&d.capability_args, "mac"),
-                infiniband_guid_request: str_arg(&d.capability_args, "infinibandGUID"),
-                ip_request: d
-                    .capability_args
-                    .get("ips")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
-                    .unwrap_or_default(),
-                device_id: str_arg(&d.capability_args, "deviceID"),
-                bytes: B64.encode(&d.config.bytes),
-                master: Some(d.primary),
-                capability_args: Some(d.capability_args.clone()),
-            }
-        };
-        if i > 0 {
-            data.push(b',');
-        }
-        serde_json::to_writer(&mut data, &record).map_err(|e| CniError::new(code::IO, e.to_string()))?;
-        if data.len() as u64 >= limit {
-            return Err(too_large(data.len() + 1));
-        }
-    }
-    data.push(b']');
     let dir =
         safefs::Dir::create(cni_dir).map_err(|e| CniError::io(format!("cannot create {}", cni_dir.display()), e))?;
     let path = scratch_path(cni_dir, container_id);
-    dir.write_atomic(container_id, &data, 0o600, true)
-        .map_err(|e| CniError::io(format!("error saving the delegates to {}", path.display()), e))
+    use std::io::Write as _;
+    let written = dir.write_atomic_with(container_id, 0o600, true, |out| {
+        let mut out = Capped { inner: out, written: 0, limit };
+        out.write_all(b"[")?;
+        for (i, d) in delegates.into_iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut out, &record_of(d))?;
+        }
+        out.write_all(b"]")
+    });
+    match written {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => Err(limits::over_limit(
+            "the delegate cache of this pod is too large (bytes, at least)",
+            e.get_ref().and_then(|i| i.to_string().parse().ok()).unwrap_or(limit + 1),
+            limit,
+            "maxCacheFileBytes",
+        )),
+        Err(e) => Err(CniError::io(format!("error saving the delegates to {}", path.display()), e)),
+    }
+}
+
+/// A writer that fails with `FileTooLarge` (its payload: the size reached) past `limit`.
+struct Capped<'a> {
+    inner: &'a mut dyn std::io::Write,
+    written: u64,
+    limit: u64,
+}
+
+impl std::io::Write for Capped<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let reached = self.written + buf.len() as u64;
+        if reached > self.limit {
+            return Err(std::io::Error::new(std::io::ErrorKind::FileTooLarge, reached.to_string()));
+        }
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// One scratch-cache record: Go Multus' `DelegateNetConf` fields, the config in `Bytes`.
+fn record_of(d: &Delegate) -> Record {
+    let value = go_netconf_header(d.config.value(), d.config.is_list());
+    Record {
+        conf: (!d.config.is_list()).then(|| value.clone()),
+        conf_list: d.config.is_list().then_some(value),
+        name: d.name.clone(),
+        ifname_request: d.ifname.clone(),
+        mac_request: str_arg(&d.capability_args, "mac"),
+        infiniband_guid_request: str_arg(&d.capability_args, "infinibandGUID"),
+        ip_request: d
+            .capability_args
+            .get("ips")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+            .unwrap_or_default(),
+        device_id: str_arg(&d.capability_args, "deviceID"),
+        bytes: B64.encode(&d.config.bytes),
+        master: Some(d.primary),
+        capability_args: Some(d.capability_args.clone()),
+    }
 }
 
 /// Read the scratch cache. `Ok(None)` when there is none; an error when it exists but is

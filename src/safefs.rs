@@ -213,12 +213,26 @@ impl Dir {
     /// Write `name` atomically: an exclusive temp file under an unpredictable name, fsync,
     /// rename over `name`; with `durable`, fsync the directory too.
     pub fn write_atomic(&self, name: &str, data: &[u8], mode: u32, durable: bool) -> io::Result<()> {
+        self.write_atomic_with(name, mode, durable, |f| f.write_all(data))
+    }
+
+    /// [`Dir::write_atomic`] with the content streamed by `write` (buffered), so a
+    /// large file need not be held in memory first; an error from `write` leaves no
+    /// file behind.
+    pub fn write_atomic_with(
+        &self,
+        name: &str,
+        mode: u32,
+        durable: bool,
+        write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<()> {
         check_name(name)?;
         let tmp = format!("{}{}", temp_prefix(name), unpredictable_suffix());
         let fd = self.open_file(&tmp, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL, mode)?;
         let result = (|| {
-            let mut f = File::from(fd);
-            f.write_all(data)?;
+            let mut out = io::BufWriter::with_capacity(64 << 10, File::from(fd));
+            write(&mut out)?;
+            let f = out.into_inner().map_err(io::IntoInnerError::into_error)?;
             f.sync_all()?;
             renameat(&self.fd, tmp.as_str(), &self.fd, name).map_err(to_io)
         })();
