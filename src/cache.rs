@@ -86,6 +86,35 @@ fn str_arg(args: &Map<String, Value>, k: &str) -> String {
     args.get(k).and_then(Value::as_str).unwrap_or_default().to_string()
 }
 
+/// `Conf`/`ConfList` of a record: only the fields of Go's `types.NetConf` /
+/// `types.NetConfList` (what Go Multus decodes them into), not the whole config: the
+/// config itself is stored once, byte for byte, in `Bytes` (what both implementations
+/// replay), so a large NAD does not cost its size twice over in the cache.
+fn go_netconf_header(config: &Map<String, Value>, is_list: bool) -> Value {
+    fn pick(config: &Map<String, Value>, keys: &[&str]) -> Map<String, Value> {
+        keys.iter().filter_map(|&k| config.get(k).map(|v| (k.to_string(), v.clone()))).collect()
+    }
+    fn plugin(config: &Map<String, Value>) -> Map<String, Value> {
+        let mut m = pick(config, &["cniVersion", "name", "type", "capabilities", "dns"]);
+        // Go's `IPAM` struct has only `type`.
+        if let Some(t) = config.get("ipam").and_then(|i| i.get("type")) {
+            m.insert("ipam".into(), serde_json::json!({ "type": t }));
+        }
+        m
+    }
+    if !is_list {
+        return Value::Object(plugin(config));
+    }
+    let mut m = pick(config, &["cniVersion", "name", "disableCheck", "disableGC"]);
+    let plugins: Vec<Value> = config
+        .get("plugins")
+        .and_then(Value::as_array)
+        .map(|ps| ps.iter().filter_map(Value::as_object).map(|p| Value::Object(plugin(p))).collect())
+        .unwrap_or_default();
+    m.insert("plugins".into(), plugins.into());
+    Value::Object(m)
+}
+
 /// Write the scratch cache for `container_id`.
 pub fn save_delegates<'a>(
     cni_dir: &Path,
@@ -95,36 +124,81 @@ pub fn save_delegates<'a>(
     if !crate::cni::env::valid_container_id(container_id) {
         return Err(invalid_id(container_id));
     }
-    let records: Vec<Record> = delegates
-        .into_iter()
-        .map(|d| {
-            let value = Value::Object(d.config.value().clone());
-            Record {
-                conf: (!d.config.is_list()).then(|| value.clone()),
-                conf_list: d.config.is_list().then_some(value),
-                name: d.name.clone(),
-                ifname_request: d.ifname.clone(),
-                mac_request: str_arg(&d.capability_args, "mac"),
-                infiniband_guid_request: str_arg(&d.capability_args, "infinibandGUID"),
-                ip_request: d
-                    .capability_args
-                    .get("ips")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
-                    .unwrap_or_default(),
-                device_id: str_arg(&d.capability_args, "deviceID"),
-                bytes: B64.encode(&d.config.bytes),
-                master: Some(d.primary),
-                capability_args: Some(d.capability_args.clone()),
-            }
-        })
-        .collect();
-    let data = serde_json::to_vec(&records).map_err(|e| CniError::new(code::IO, e.to_string()))?;
+    // What DEL could not read back is never written: refused before any delegate runs,
+    // and as soon as the output passes the limit. Records are streamed to the file one
+    // at a time: a pod's configs may be many MiB.
+    let limit = limits::get().max_cache_file_bytes;
     let dir =
         safefs::Dir::create(cni_dir).map_err(|e| CniError::io(format!("cannot create {}", cni_dir.display()), e))?;
     let path = scratch_path(cni_dir, container_id);
-    dir.write_atomic(container_id, &data, 0o600, true)
-        .map_err(|e| CniError::io(format!("error saving the delegates to {}", path.display()), e))
+    use std::io::Write as _;
+    let written = dir.write_atomic_with(container_id, 0o600, true, |out| {
+        let mut out = Capped { inner: out, written: 0, limit };
+        out.write_all(b"[")?;
+        for (i, d) in delegates.into_iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut out, &record_of(d))?;
+        }
+        out.write_all(b"]")
+    });
+    match written {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => Err(limits::over_limit(
+            "the delegate cache of this pod is too large (bytes, at least)",
+            e.get_ref().and_then(|i| i.to_string().parse().ok()).unwrap_or(limit + 1),
+            limit,
+            "maxCacheFileBytes",
+        )),
+        Err(e) => Err(CniError::io(format!("error saving the delegates to {}", path.display()), e)),
+    }
+}
+
+/// A writer that fails with `FileTooLarge` (its payload: the size reached) past `limit`.
+struct Capped<'a> {
+    inner: &'a mut dyn std::io::Write,
+    written: u64,
+    limit: u64,
+}
+
+impl std::io::Write for Capped<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let reached = self.written + buf.len() as u64;
+        if reached > self.limit {
+            return Err(std::io::Error::new(std::io::ErrorKind::FileTooLarge, reached.to_string()));
+        }
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// One scratch-cache record: Go Multus' `DelegateNetConf` fields, the config in `Bytes`.
+fn record_of(d: &Delegate) -> Record {
+    let value = go_netconf_header(d.config.value(), d.config.is_list());
+    Record {
+        conf: (!d.config.is_list()).then(|| value.clone()),
+        conf_list: d.config.is_list().then_some(value),
+        name: d.name.clone(),
+        ifname_request: d.ifname.clone(),
+        mac_request: str_arg(&d.capability_args, "mac"),
+        infiniband_guid_request: str_arg(&d.capability_args, "infinibandGUID"),
+        ip_request: d
+            .capability_args
+            .get("ips")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+            .unwrap_or_default(),
+        device_id: str_arg(&d.capability_args, "deviceID"),
+        bytes: B64.encode(&d.config.bytes),
+        master: Some(d.primary),
+        capability_args: Some(d.capability_args.clone()),
+    }
 }
 
 /// Read the scratch cache. `Ok(None)` when there is none; an error when it exists but is
@@ -444,6 +518,35 @@ mod tests {
         assert_eq!(cached_containers(&cni), vec!["cid1"]);
         remove_delegates(&cni, "cid1").unwrap();
         assert!(load_delegates(&cni, "cid1", "eth0").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_config_is_stored_once_with_a_go_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = "x".repeat(100_000);
+        let d = delegate(
+            json!({"name":"n","type":"macvlan","cniVersion":"1.0.0","blob":big,"ipam":{"type":"static","addresses":[]}}),
+            "n",
+            "net1",
+            false,
+        );
+        save_delegates(dir.path(), "cid", std::slice::from_ref(&d)).unwrap();
+        let raw = std::fs::read(scratch_path(dir.path(), "cid")).unwrap();
+        // base64 of the config (4/3 of it) plus a small header, not twice the config.
+        assert!(raw.len() < d.config.bytes.len() * 4 / 3 + 1024, "{} bytes", raw.len());
+        let rec: Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(rec[0]["Conf"], json!({"name":"n","type":"macvlan","cniVersion":"1.0.0","ipam":{"type":"static"}}));
+        assert_eq!(load_delegates(dir.path(), "cid", "eth0").unwrap().unwrap(), vec![d]);
+    }
+
+    #[test]
+    fn a_cache_over_the_limit_is_refused_before_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = "x".repeat((limits::get().max_cache_file_bytes / 2) as usize);
+        let d = delegate(json!({"name":"n","type":"macvlan","blob":big}), "n", "net1", false);
+        let e = save_delegates(dir.path(), "cid", &[d.clone(), d]).unwrap_err();
+        assert!(e.msg.contains("maxCacheFileBytes"), "{}", e.msg);
+        assert!(!scratch_path(dir.path(), "cid").exists());
     }
 
     #[test]

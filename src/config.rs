@@ -48,6 +48,15 @@ fn default_max_cache_file_bytes() -> u64 {
 fn default_max_config_file_bytes() -> u64 {
     crate::limits::Limits::DEFAULT.max_config_file_bytes
 }
+fn default_max_attachments() -> u64 {
+    crate::limits::Limits::DEFAULT.max_attachments
+}
+fn default_max_nad_config_bytes() -> u64 {
+    crate::limits::Limits::DEFAULT.max_nad_config_bytes
+}
+fn default_max_api_body_bytes() -> u64 {
+    crate::limits::Limits::DEFAULT.max_api_body_bytes
+}
 fn default_pod_resources_socket() -> String {
     "/var/lib/kubelet/pod-resources/kubelet.sock".into()
 }
@@ -180,6 +189,16 @@ pub struct MultusConf {
     /// The largest configured file read: kubeconfig, clusterNetwork and confDir files.
     #[serde(default = "default_max_config_file_bytes")]
     pub max_config_file_bytes: u64,
+    /// The most attachments one pod may have (clusterNetwork, defaultNetworks and
+    /// the networks annotation together).
+    #[serde(default = "default_max_attachments")]
+    pub max_attachments: u64,
+    /// The largest `spec.config` of one NetworkAttachmentDefinition, bytes.
+    #[serde(default = "default_max_nad_config_bytes")]
+    pub max_nad_config_bytes: u64,
+    /// The largest Kubernetes API response body read, bytes.
+    #[serde(default = "default_max_api_body_bytes")]
+    pub max_api_body_bytes: u64,
     /// The kubelet pod-resources socket, asked for the devices of NADs with a
     /// `resourceName` (Go Multus: fixed path).
     #[serde(default = "default_pod_resources_socket")]
@@ -310,6 +329,9 @@ impl MultusConf {
         crate::limits::Limits {
             max_cache_file_bytes: or(self.max_cache_file_bytes, default_max_cache_file_bytes()),
             max_config_file_bytes: or(self.max_config_file_bytes, default_max_config_file_bytes()),
+            max_attachments: or(self.max_attachments, default_max_attachments()),
+            max_nad_config_bytes: or(self.max_nad_config_bytes, default_max_nad_config_bytes()),
+            max_api_body_bytes: or(self.max_api_body_bytes, default_max_api_body_bytes()),
         }
     }
 }

@@ -12,10 +12,25 @@ pub struct Limits {
     pub max_cache_file_bytes: u64,
     /// `maxConfigFileBytes`: the largest kubeconfig, clusterNetwork or confDir file read.
     pub max_config_file_bytes: u64,
+    /// `maxAttachments`: the most attachments one pod may ask for (config + annotations).
+    pub max_attachments: u64,
+    /// `maxNadConfigBytes`: the largest `spec.config` of one NAD.
+    pub max_nad_config_bytes: u64,
+    /// `maxApiBodyBytes`: the largest API response body read.
+    pub max_api_body_bytes: u64,
 }
 
 impl Limits {
-    pub const DEFAULT: Limits = Limits { max_cache_file_bytes: 16 << 20, max_config_file_bytes: 4 << 20 };
+    pub const DEFAULT: Limits = Limits {
+        max_cache_file_bytes: 16 << 20,
+        max_config_file_bytes: 4 << 20,
+        max_attachments: 64,
+        max_nad_config_bytes: 256 << 10,
+        max_api_body_bytes: 4 << 20,
+    };
+
+    /// API requests one invocation keeps in flight, whatever the pod asks for.
+    pub const API_REQUESTS_IN_FLIGHT: usize = 8;
 }
 
 static LIMITS: OnceLock<Limits> = OnceLock::new();
@@ -35,4 +50,12 @@ pub fn too_large(what: &str, limit: u64, key: &str) -> CniError {
         code::IO,
         format!("{what} is larger than the limit of {limit} bytes (raise it with the config key {key:?})"),
     )
+}
+
+/// The error for a pod asking for more than `limit` of `what` (code 7: the pod's
+/// input is invalid for this node), naming the key that raises it.
+pub fn over_limit(what: &str, have: u64, limit: u64, key: &str) -> CniError {
+    CniError::invalid_config(format!(
+        "{what}: {have} is over the limit of {limit} (raise it with the config key {key:?})"
+    ))
 }

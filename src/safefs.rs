@@ -213,25 +213,46 @@ impl Dir {
     /// Write `name` atomically: an exclusive temp file under an unpredictable name, fsync,
     /// rename over `name`; with `durable`, fsync the directory too.
     pub fn write_atomic(&self, name: &str, data: &[u8], mode: u32, durable: bool) -> io::Result<()> {
-        self.replace(name, data, mode, true)?;
-        if durable { self.sync() } else { Ok(()) }
+        self.write_atomic_with(name, mode, durable, |f| f.write_all(data))
     }
 
     /// Write `name` atomically without any fsync: for data that is rebuilt after a crash
     /// (a metrics sample, the agent's NAD mirror), where an fsync per write would cost a
     /// journal commit for nothing. Readers never see a torn file all the same.
     pub fn write_atomic_unsynced(&self, name: &str, data: &[u8], mode: u32) -> io::Result<()> {
-        self.replace(name, data, mode, false)
+        self.replace(name, mode, false, |f| f.write_all(data))
     }
 
-    /// An exclusive temp file under an unpredictable name, renamed over `name`.
-    fn replace(&self, name: &str, data: &[u8], mode: u32, fsync: bool) -> io::Result<()> {
+    /// [`Dir::write_atomic`] with the content streamed by `write` (buffered), so a
+    /// large file need not be held in memory first; an error from `write` leaves no
+    /// file behind.
+    pub fn write_atomic_with(
+        &self,
+        name: &str,
+        mode: u32,
+        durable: bool,
+        write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.replace(name, mode, true, write)?;
+        if durable { self.sync() } else { Ok(()) }
+    }
+
+    /// An exclusive temp file under an unpredictable name, filled by `write`, renamed
+    /// over `name`.
+    fn replace(
+        &self,
+        name: &str,
+        mode: u32,
+        fsync: bool,
+        write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<()> {
         check_name(name)?;
         let tmp = format!("{}{}", temp_prefix(name), unpredictable_suffix());
         let fd = self.open_file(&tmp, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL, mode)?;
         let result = (|| {
-            let mut f = File::from(fd);
-            f.write_all(data)?;
+            let mut out = io::BufWriter::with_capacity(64 << 10, File::from(fd));
+            write(&mut out)?;
+            let f = out.into_inner().map_err(io::IntoInnerError::into_error)?;
             if fsync {
                 f.sync_all()?;
             }

@@ -7,8 +7,8 @@
 //! from the spawning test process's peak).
 //!
 //! Classes (docs/security.md): `cache_contents_trusted`, `waits_and_reads_bounded`,
-//! `concurrency_and_convergence`. Each prints its table of cases with the measured peak
-//! RSS and time. The pod-author class will join them here.
+//! `concurrency_and_convergence`, `pod_author_bounded`. Each prints its table of cases
+//! with the measured peak RSS and time.
 
 #[macro_use]
 mod common;
@@ -1140,4 +1140,316 @@ fn simultaneous_adds_of_one_container() {
         assert!(files_under(&w.dir.cni_dir).is_empty(), "{:?}", files_under(&w.dir.cni_dir));
         w.assert_untouched().unwrap();
     }
+}
+
+// ---- the pod-author class: what one pod's annotation and its NADs may cost the node ----
+
+/// A stand-in API whose `pod-1` lists `networks`, with NADs `(name, extra keys)` in
+/// `default`, each a fake delegate (its extra keys merged in, e.g. a large `pad`); the
+/// kubeconfig for it (the API kept until the next case starts one).
+fn pod_api(w: &World, networks: &str, nads: &[(&str, Value)]) -> PathBuf {
+    let api = Api::start(&w.dir);
+    api.add_pod("default", "pod-1", "uid-1", json!({"k8s.v1.cni.cncf.io/networks": networks}));
+    for (name, extra) in nads {
+        let mut config = w.dir.fake(name, "1.0.0", json!({}));
+        if let Value::Object(m) = extra {
+            for (k, v) in m {
+                config[k] = v.clone();
+            }
+        }
+        api.add_nad("default", name, &config);
+    }
+    let p = api.kubeconfig.clone();
+    API.with(|a| *a.borrow_mut() = Some(api));
+    p
+}
+
+fn with_api<T>(f: impl FnOnce(&Api) -> T) -> T {
+    API.with(|a| f(a.borrow().as_ref().expect("the case started an API")))
+}
+
+/// NAD GETs the plugin made.
+fn nad_gets() -> usize {
+    with_api(|a| a.request_lines().iter().filter(|l| l.contains("network-attachment-definitions")).count())
+}
+
+/// `name` listed `n` times: `name,name,…`.
+fn listed(name: &str, n: usize) -> String {
+    vec![name; n].join(",")
+}
+
+/// A `pad` of `bytes` bytes, to make a NAD config that large.
+fn pad(bytes: usize) -> Value {
+    json!({"pad": "x".repeat(bytes)})
+}
+
+/// Refused before anything ran: the message names `key`, no delegate was called and
+/// no scratch cache written, at most `max_gets` NAD GETs.
+fn refused_naming(key: &'static str, max_gets: usize) -> After {
+    check(move |w, o| {
+        expect_in(&o.stdout, key)?;
+        if !w.dir.calls().is_empty() {
+            return Err(format!("{} delegate calls before the refusal", w.dir.calls().len()));
+        }
+        if w.dir.scratch_cache(&w.cid).exists() {
+            return Err("a scratch cache was written".into());
+        }
+        let gets = nad_gets();
+        if gets > max_gets {
+            return Err(format!("{gets} NAD GETs (at most {max_gets} expected)"));
+        }
+        Ok(())
+    })
+}
+
+fn pod_author_cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "ADD: 5000 networks (one NAD repeated): maxAttachments, no NAD GET (code 7)",
+            expect: Expect::Code(7),
+            run: |w| {
+                let kc = pod_api(w, &listed("net-a", 5000), &[("net-a", json!({}))]);
+                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxAttachments", 0))
+            },
+        },
+        Case {
+            name: "ADD: 5000 distinct missing NADs: maxAttachments, no NAD GET (code 7)",
+            expect: Expect::Code(7),
+            run: |w| {
+                let names: Vec<String> = (0..5000).map(|i| format!("missing-{i}")).collect();
+                let kc = pod_api(w, &names.join(","), &[]);
+                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxAttachments", 0))
+            },
+        },
+        Case {
+            name: "ADD: 3000 networks as a JSON list with interfaces: maxAttachments (code 7)",
+            expect: Expect::Code(7),
+            run: |w| {
+                let list: Vec<Value> =
+                    (0..3000).map(|i| json!({"name": "net-a", "interface": format!("x{i}")})).collect();
+                let kc = pod_api(w, &Value::Array(list).to_string(), &[("net-a", json!({}))]);
+                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxAttachments", 0))
+            },
+        },
+        Case {
+            name: "ADD: 64 attachments (the default limit): one NAD GET, 64 delegates",
+            expect: Expect::Ok,
+            run: |w| {
+                let kc = pod_api(w, &listed("net-a", 63), &[("net-a", json!({}))]);
+                let after = check(|w, _| {
+                    let adds = w.dir.calls().len();
+                    if adds != 64 {
+                        return Err(format!("{adds} delegate calls, 64 expected"));
+                    }
+                    match nad_gets() {
+                        1 => Ok(()),
+                        n => Err(format!("{n} NAD GETs for one NAD listed 63 times")),
+                    }
+                });
+                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), after)
+            },
+        },
+        Case {
+            name: "ADD: 65 attachments: one over maxAttachments (code 7)",
+            expect: Expect::Code(7),
+            run: |w| {
+                let kc = pod_api(w, &listed("net-a", 64), &[("net-a", json!({}))]);
+                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxAttachments", 0))
+            },
+        },
+        Case {
+            name: "ADD: maxAttachments 2 is honoured for 3 (code 7)",
+            expect: Expect::Code(7),
+            run: |w| {
+                let kc = pod_api(w, "net-a,net-a", &[("net-a", json!({}))]);
+                (
+                    w.inv("ADD"),
+                    w.conf("1.0.0", json!({"kubeconfig": kc, "maxAttachments": 2})),
+                    refused_naming("maxAttachments", 0),
+                )
+            },
+        },
+        Case {
+            name: "ADD: 63 distinct NADs with API latency: at most 8 requests in flight",
+            expect: Expect::Ok,
+            run: |w| {
+                let names: Vec<String> = (0..63).map(|i| format!("net-{i}")).collect();
+                let nads: Vec<(&str, Value)> = names.iter().map(|n| (n.as_str(), json!({}))).collect();
+                let kc = pod_api(w, &names.join(","), &nads);
+                with_api(|a| a.standin.set_latency(Duration::from_millis(20)));
+                let after = check(|w, _| {
+                    // Every answer takes at least 20 ms, so requests arriving within
+                    // 15 ms of each other were all in flight at once.
+                    let arrivals: Vec<u64> = with_api(|a| {
+                        a.standin
+                            .requests()
+                            .iter()
+                            .filter(|r| r.path.contains("network-attachment-definitions"))
+                            .map(|r| r.arrived_us)
+                            .collect()
+                    });
+                    let gets = arrivals.len();
+                    let at_once = arrivals
+                        .iter()
+                        .map(|&t| arrivals.iter().filter(|&&u| u >= t && u < t + 15_000).count())
+                        .max()
+                        .unwrap_or(0);
+                    if at_once > 8 {
+                        return Err(format!("{at_once} NAD GETs in flight at once"));
+                    }
+                    if gets != 63 {
+                        return Err(format!("{gets} NAD GETs for 63 NADs"));
+                    }
+                    match w.dir.calls().len() {
+                        64 => Ok(()),
+                        n => Err(format!("{n} delegate calls, 64 expected")),
+                    }
+                });
+                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), after)
+            },
+        },
+        Case {
+            name: "ADD: a 300 KiB NAD config: maxNadConfigBytes (code 7)",
+            expect: Expect::Code(7),
+            run: |w| {
+                let kc = pod_api(w, "big", &[("big", pad(300 << 10))]);
+                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxNadConfigBytes", 1))
+            },
+        },
+        Case {
+            name: "ADD: a 300 KiB NAD config with maxNadConfigBytes 512 KiB: attached",
+            expect: Expect::Ok,
+            run: |w| {
+                let kc = pod_api(w, "big", &[("big", pad(300 << 10))]);
+                let after = check(|w, _| match w.dir.calls().len() {
+                    2 => Ok(()),
+                    n => Err(format!("{n} delegate calls, 2 expected")),
+                });
+                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc, "maxNadConfigBytes": 524288})), after)
+            },
+        },
+        Case {
+            name: "ADD: a 200 KiB NAD listed 63 times: cached bytes over maxCacheFileBytes (code 7)",
+            expect: Expect::Code(7),
+            run: |w| {
+                let kc = pod_api(w, &listed("big", 63), &[("big", pad(200 << 10))]);
+                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxCacheFileBytes", 1))
+            },
+        },
+        Case {
+            name: "ADD: a 200 KiB NAD listed 40 times: one GET, cache under maxCacheFileBytes",
+            expect: Expect::Ok,
+            run: |w| {
+                let kc = pod_api(w, &listed("big", 40), &[("big", pad(200 << 10))]);
+                let after = check(|w, _| {
+                    let cache = std::fs::metadata(w.dir.scratch_cache(&w.cid)).map_err(|e| e.to_string())?.len();
+                    // Each config once (base64): 40 × 4/3 × 200 KiB ≈ 10.7 MiB, not twice that.
+                    if cache > 12 << 20 {
+                        return Err(format!("scratch cache of {cache} bytes"));
+                    }
+                    match (nad_gets(), w.dir.calls().len()) {
+                        (1, 41) => Ok(()),
+                        (g, c) => Err(format!("{g} NAD GETs, {c} delegate calls")),
+                    }
+                });
+                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), after)
+            },
+        },
+        Case {
+            name: "ADD: the largest a pod may cache: a 250 KiB NAD listed 47 times (defaults)",
+            expect: Expect::Ok,
+            run: |w| {
+                let kc = pod_api(w, &listed("big", 47), &[("big", pad(250 << 10))]);
+                let after = check(|w, _| match (nad_gets(), w.dir.calls().len()) {
+                    (1, 48) => Ok(()),
+                    (g, c) => Err(format!("{g} NAD GETs, {c} delegate calls")),
+                });
+                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), after)
+            },
+        },
+        Case {
+            name: "DEL after that ADD: reads the 10 MiB cache back within bounds",
+            expect: Expect::Ok,
+            run: |w| {
+                let kc = pod_api(w, &listed("big", 40), &[("big", pad(200 << 10))]);
+                let conf = w.conf("1.0.0", json!({"kubeconfig": kc}));
+                w.inv("ADD").run_json(&conf).ok();
+                let after = check(|w, _| {
+                    let dels = w.dir.calls().iter().filter(|c| c["command"] == "DEL").count();
+                    if dels != 41 {
+                        return Err(format!("{dels} delegate DELs, 41 expected"));
+                    }
+                    if w.dir.scratch_cache(&w.cid).exists() {
+                        return Err("the scratch cache is still there".into());
+                    }
+                    Ok(())
+                });
+                (w.inv("DEL"), conf, after)
+            },
+        },
+        Case {
+            name: "DEL without a cache of a pod with 5000 networks: converges on the node's networks",
+            expect: Expect::Ok,
+            run: |w| {
+                let kc = pod_api(w, &listed("net-a", 5000), &[("net-a", json!({}))]);
+                let after = check(|w, _| {
+                    if nad_gets() != 0 {
+                        return Err(format!("{} NAD GETs", nad_gets()));
+                    }
+                    match w.dir.calls().len() {
+                        1 => Ok(()),
+                        n => Err(format!("{n} delegate calls, the primary's DEL expected")),
+                    }
+                });
+                (w.inv("DEL"), w.conf("1.0.0", json!({"kubeconfig": kc})), after)
+            },
+        },
+        Case {
+            name: "ADD: the pod GET answers an endless body: maxApiBodyBytes (code 101)",
+            expect: Expect::Code(101),
+            run: |w| {
+                let kc = pod_api(w, "net-a", &[("net-a", json!({}))]);
+                with_api(|a| {
+                    a.standin.add_fault(
+                        kube_standin::Fault::new(kube_standin::FaultAction::EndlessBody)
+                            .method("GET")
+                            .path_contains("/pods/"),
+                    )
+                });
+                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxApiBodyBytes", 0))
+            },
+        },
+        Case {
+            name: "ADD: a NAD GET answers an endless body: maxApiBodyBytes (code 101)",
+            expect: Expect::Code(101),
+            run: |w| {
+                let kc = pod_api(w, "net-a", &[("net-a", json!({}))]);
+                with_api(|a| {
+                    a.standin.add_fault(
+                        kube_standin::Fault::new(kube_standin::FaultAction::EndlessBody)
+                            .path_contains("network-attachment-definitions"),
+                    )
+                });
+                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxApiBodyBytes", 1))
+            },
+        },
+        Case {
+            name: "ADD: a 5 MiB NAD object (maxNadConfigBytes raised): body over maxApiBodyBytes (code 101)",
+            expect: Expect::Code(101),
+            run: |w| {
+                let kc = pod_api(w, "huge", &[("huge", pad(5 << 20))]);
+                (
+                    w.inv("ADD"),
+                    w.conf("1.0.0", json!({"kubeconfig": kc, "maxNadConfigBytes": 8 << 20})),
+                    refused_naming("maxApiBodyBytes", 1),
+                )
+            },
+        },
+    ]
+}
+
+#[test]
+fn pod_author_bounded() {
+    require_root!();
+    run_class("pod author", &pod_author_cases());
 }

@@ -101,7 +101,7 @@ pub async fn plan<E: PluginExec, N>(
     pod: Option<&PodInfo>,
 ) -> std::result::Result<Plan, PlanError> {
     let slots = slots(inv, kube.is_some(), k8s, pod)?;
-    let fetched = fetch_networks(kube, &inv.conf, &slots).await;
+    let fetched = fetch_networks(kube, &inv.conf, &slots).await.map_err(|e| e.context(k8s.tag()))?;
     let mut plan = build(inv, k8s, slots, fetched)?;
     assign_devices(inv, kube, k8s, pod, &mut plan).await?;
     // The auxiliary chain (auxiliaryCNIChainName) runs last, after every network.
@@ -126,14 +126,19 @@ async fn assign_devices<E: PluginExec, N>(
     plan: &mut Plan,
 ) -> Result<()> {
     let strict = inv.env.command == crate::cni::Command::Add;
-    let (mut delegates, resources): (Vec<Delegate>, Vec<Option<String>>) =
-        plan.attachments.iter().map(|a| (a.delegate.clone(), a.resource.clone())).unzip();
+    // Moved out and back, not cloned: a pod's configs may be many MiB (maxCacheFileBytes).
+    type Rest = (Vec<IpAddr>, Option<String>);
+    let (mut delegates, rest): (Vec<Delegate>, Vec<Rest>) =
+        std::mem::take(&mut plan.attachments).into_iter().map(|a| (a.delegate, (a.default_route, a.resource))).unzip();
+    let resources: Vec<Option<String>> = rest.iter().map(|(_, r)| r.clone()).collect();
     let cid = &inv.env.container_id;
     let assigned = crate::devices::attach(&inv.conf, kube, k8s, pod, cid, &mut delegates, &resources, strict).await?;
-    for ((a, delegate), device) in plan.attachments.iter_mut().zip(delegates).zip(assigned) {
-        a.delegate = delegate;
-        a.device = device;
-    }
+    plan.attachments = delegates
+        .into_iter()
+        .zip(rest)
+        .zip(assigned)
+        .map(|((delegate, (default_route, resource)), device)| Attachment { delegate, default_route, resource, device })
+        .collect();
     Ok(())
 }
 
@@ -171,6 +176,8 @@ pub fn slots<E: PluginExec, N>(
     if let Some(v) = pod.annotations.get(NETWORKS_ANNOTATION) {
         let sels = selection::parse_networks(v, &pod.namespace)
             .map_err(|e| CniError::invalid_config(format!("{} {NETWORKS_ANNOTATION}: {e}", k8s.tag())))?;
+        // Before any selection is looked at: the count alone decides.
+        check_attachments(slots.len() + sels.len(), &conf.limits()).map_err(|e| e.context(k8s.tag()))?;
         for sel in sels {
             isolate(&sel)?;
             slots.push(selected_slot(&sel, false));
@@ -178,7 +185,55 @@ pub fn slots<E: PluginExec, N>(
         }
     }
     selection::check_default_routes(&selections).map_err(|e| CniError::invalid_config(format!("{} {e}", k8s.tag())))?;
+    check_attachments(slots.len(), &conf.limits()).map_err(|e| e.context(k8s.tag()))?;
     Ok(slots)
+}
+
+/// `maxAttachments`: a pod's annotation decides how many delegates run, GETs are made
+/// and records cached; the node decides how many it accepts.
+pub fn check_attachments(count: usize, limits: &crate::limits::Limits) -> Result<()> {
+    if count as u64 > limits.max_attachments {
+        return Err(crate::limits::over_limit(
+            "the pod asks for too many attachments",
+            count as u64,
+            limits.max_attachments,
+            "maxAttachments",
+        ));
+    }
+    Ok(())
+}
+
+/// `maxNadConfigBytes`: checked on the NAD's `spec.config` before it is parsed.
+pub fn check_nad_config(obj: &kube::core::DynamicObject, limits: &crate::limits::Limits) -> Result<()> {
+    let len = obj.data.pointer("/spec/config").and_then(Value::as_str).map_or(0, str::len) as u64;
+    if len > limits.max_nad_config_bytes {
+        let name = obj.metadata.name.as_deref().unwrap_or_default();
+        return Err(crate::limits::over_limit(
+            &format!("network-attachment-definition {name}: spec.config is too large (bytes)"),
+            len,
+            limits.max_nad_config_bytes,
+            "maxNadConfigBytes",
+        ));
+    }
+    Ok(())
+}
+
+/// The scratch cache stores every attachment's config once (a NAD listed `n` times,
+/// `n` times: DEL replays each one), base64-encoded (crate::cache). Configs whose
+/// encoding alone is over `maxCacheFileBytes` could neither be cached nor read back by
+/// DEL: refused before a copy per attachment is made and before anything runs.
+/// [`crate::cache::save_delegates`] checks the exact record size.
+pub fn check_cache_bytes(config_bytes: impl IntoIterator<Item = usize>, limits: &crate::limits::Limits) -> Result<()> {
+    let total: u64 = config_bytes.into_iter().map(|n| 4 * (n as u64).div_ceil(3)).sum();
+    if total > limits.max_cache_file_bytes {
+        return Err(crate::limits::over_limit(
+            "the pod's network configs together are too large to cache (bytes)",
+            total,
+            limits.max_cache_file_bytes,
+            "maxCacheFileBytes",
+        ));
+    }
+    Ok(())
 }
 
 /// The config's own networks: clusterNetwork and (outside systemNamespaces)
@@ -221,10 +276,13 @@ fn selected_slot(sel: &NetworkSelection, primary: bool) -> Slot {
 /// A fetched network: its config, its status/event name and the NAD's resourceName.
 pub type Fetched = Result<(NetworkConfig, String, Option<String>)>;
 
-/// Step 2: every NAD at once — one round trip for the whole list, not one per network,
-/// and one GET per NAD however often it is listed (`a,a` gives two attachments). One
-/// entry per slot: `None` for a ready slot, and for every NAD slot without an API.
-pub async fn fetch_networks(kube: Option<&Kube>, conf: &MultusConf, slots: &[Slot]) -> Vec<Option<Fetched>> {
+/// Step 2: every NAD concurrently — at most `Limits::API_REQUESTS_IN_FLIGHT`
+/// (crate::limits) GETs at a time whatever the annotation lists — and one GET per NAD
+/// however often it is listed (`a,a` gives two attachments). One entry per slot: `None`
+/// for a ready slot, and for every NAD slot without an API. Err when the configs
+/// together are over `maxCacheFileBytes` ([`check_cache_bytes`]).
+pub async fn fetch_networks(kube: Option<&Kube>, conf: &MultusConf, slots: &[Slot]) -> Result<Vec<Option<Fetched>>> {
+    use futures::StreamExt;
     let mut unique: Vec<(&str, &str, bool)> = Vec::new();
     for slot in slots {
         if let Source::Nad { namespace, name, or_file } = &slot.source {
@@ -242,8 +300,19 @@ pub async fn fetch_networks(kube: Option<&Kube>, conf: &MultusConf, slots: &[Slo
         let kube = kube?;
         Some(fetch_network(kube, mirror.as_ref(), conf, namespace, name, or_file).await)
     });
-    let unique_fetched = futures::future::join_all(fetches).await;
-    slots
+    let unique_fetched: Vec<Option<Fetched>> =
+        futures::stream::iter(fetches).buffered(crate::limits::Limits::API_REQUESTS_IN_FLIGHT).collect().await;
+    let config_len = |slot: &Slot| match &slot.source {
+        Source::Ready(c) => c.bytes.len(),
+        Source::Nad { namespace, name, or_file } => unique
+            .iter()
+            .position(|&key| key == (namespace.as_str(), name.as_str(), *or_file))
+            .and_then(|i| unique_fetched[i].as_ref())
+            .and_then(|f| f.as_ref().ok())
+            .map_or(0, |(c, _, _)| c.bytes.len()),
+    };
+    check_cache_bytes(slots.iter().map(config_len), &conf.limits())?;
+    Ok(slots
         .iter()
         .map(|slot| match &slot.source {
             Source::Nad { namespace, name, or_file } => unique
@@ -252,7 +321,7 @@ pub async fn fetch_networks(kube: Option<&Kube>, conf: &MultusConf, slots: &[Slo
                 .and_then(|i| unique_fetched[i].clone()),
             Source::Ready(_) => None,
         })
-        .collect()
+        .collect())
 }
 
 async fn fetch_network(
@@ -269,6 +338,7 @@ async fn fetch_network(
     };
     match found {
         Ok(Some(obj)) => {
+            check_nad_config(&obj, &conf.limits())?;
             let resource = crate::devices::resource_name(&obj);
             nad::config_from_nad(&obj, &conf.conf_dir, &conf.cni_version)
                 .map(|c| (c, format!("{namespace}/{name}"), resource))
@@ -367,4 +437,42 @@ fn attachment_capabilities(sel: &NetworkSelection, config: &NetworkConfig, name:
         )));
     }
     Ok(caps)
+}
+
+#[cfg(test)]
+mod bounds_tests {
+    use super::*;
+    use crate::limits::Limits;
+
+    #[test]
+    fn attachments_over_the_limit_name_the_key() {
+        let limits = Limits { max_attachments: 3, ..Limits::DEFAULT };
+        check_attachments(3, &limits).unwrap();
+        let e = check_attachments(4, &limits).unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(e.msg.contains("maxAttachments") && e.msg.contains("4") && e.msg.contains("3"), "{}", e.msg);
+    }
+
+    #[test]
+    fn a_nad_config_over_the_limit_names_the_key() {
+        let limits = Limits { max_nad_config_bytes: 10, ..Limits::DEFAULT };
+        let nad = |config: &str| -> kube::core::DynamicObject {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": "big", "namespace": "default"}, "spec": {"config": config}
+            }))
+            .unwrap()
+        };
+        check_nad_config(&nad("0123456789"), &limits).unwrap();
+        let e = check_nad_config(&nad("0123456789a"), &limits).unwrap_err();
+        assert!(e.msg.contains("maxNadConfigBytes") && e.msg.contains("big"), "{}", e.msg);
+    }
+
+    #[test]
+    fn cached_bytes_are_counted_per_attachment() {
+        let limits = Limits { max_cache_file_bytes: 400, ..Limits::DEFAULT };
+        check_cache_bytes([150, 150], &limits).unwrap(); // 200 + 200 encoded
+        let e = check_cache_bytes([150, 150, 3], &limits).unwrap_err();
+        assert!(e.msg.contains("maxCacheFileBytes"), "{}", e.msg);
+    }
 }

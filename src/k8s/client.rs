@@ -90,7 +90,7 @@ impl Kube {
             cfg.root_cert = Some(Vec::new());
         }
         let server = cfg.cluster_url.to_string();
-        let client = super::transport::client(&cfg, per_request)
+        let client = super::transport::client(&cfg, per_request, conf.limits().max_api_body_bytes)
             .map_err(|e| CniError::new(code::KUBERNETES, format!("cannot build the Kubernetes client: {e}")))?;
         let status_hint = Some(std::path::Path::new(&conf.cni_dir).join(STATUS_WRITE_HINT));
         let brake = crate::brake::Brake::new(std::path::Path::new(&conf.cni_dir), conf.max_node_api_requests);

@@ -26,6 +26,9 @@ pub enum Cause {
     Forbidden,
     /// An HTTP status from the API server (429, 5xx, 404, ...).
     Status(u16),
+    /// The response body went past `maxApiBodyBytes` (not retried: the same answer
+    /// would come again).
+    BodyTooLarge(u64),
     /// Anything else below HTTP (reset, timeout, broken stream).
     Transport,
 }
@@ -59,6 +62,9 @@ impl Cause {
     }
 
     fn of_one(err: &(dyn std::error::Error + 'static)) -> Option<Cause> {
+        if let Some(big) = err.downcast_ref::<super::transport::ApiBodyTooLarge>() {
+            return Some(Cause::BodyTooLarge(big.limit));
+        }
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
             use rustls::CertificateError as C;
             return Some(match tls {
@@ -111,6 +117,7 @@ pub fn api_error(what: &str, server: &str, e: &kube::Error) -> CniError {
         }
         (Cause::TlsExpired, _) => format!("{what}: TLS: the certificate of {server} has expired or is not yet valid"),
         (Cause::Tls(why), _) => format!("{what}: TLS with {server} failed: {why}"),
+        (Cause::BodyTooLarge(limit), _) => format!("{what}: {}", super::transport::ApiBodyTooLarge { limit: *limit }),
         (Cause::Unauthorized, kube::Error::Api(s)) => format!(
             "{what}: 401 Unauthorized from {server}: the kubeconfig's token is not accepted \
              (expired or revoked; `multus install` rewrites it from the service account): {}",
@@ -152,6 +159,15 @@ mod tests {
         let e = api_error("error getting pod a/b", "https://10.0.0.1:6443", &api(403, "pods \"b\" is forbidden"));
         assert_eq!(e.code, code::KUBERNETES);
         assert!(e.msg.contains("error getting pod a/b: 403 Forbidden: pods \"b\" is forbidden"), "{}", e.msg);
+    }
+
+    #[test]
+    fn a_body_over_the_cap_names_the_key_and_is_not_retried() {
+        let e = service(super::super::transport::ApiBodyTooLarge { limit: 4096 });
+        assert_eq!(Cause::of(&e), Cause::BodyTooLarge(4096));
+        let e = api_error("cannot get network-attachment-definition a/b", "s", &e);
+        assert_eq!(e.code, code::KUBERNETES);
+        assert!(e.msg.contains("4096 bytes") && e.msg.contains("maxApiBodyBytes"), "{}", e.msg);
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //! CA when it has one (no system trust-store load), client certificates, exec
 //! identities, `tls-server-name`, `insecure-skip-tls-verify`. Authentication,
 //! extra headers and the base URI are kube's own layers.
+//!
+//! Every response body is read through a `maxApiBodyBytes` cap ([`ApiBodyTooLarge`]): a
+//! hostile or broken server streaming an endless body ends the call, not the process.
 
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -26,9 +29,41 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tower::{BoxError, ServiceBuilder};
 
+/// A response body went past `maxApiBodyBytes`; what [`super::errors::Cause`] finds
+/// below kube's error to name the key.
+#[derive(Debug)]
+pub struct ApiBodyTooLarge {
+    pub limit: u64,
+}
+
+impl std::fmt::Display for ApiBodyTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the API server's response body is larger than the limit of {} bytes (raise it with the config key \"maxApiBodyBytes\")",
+            self.limit
+        )
+    }
+}
+
+impl std::error::Error for ApiBodyTooLarge {}
+
+/// `body`, ending in [`ApiBodyTooLarge`] once more than `limit` bytes have come.
+fn capped<B>(body: B, limit: u64) -> impl http_body_util::BodyExt<Data = B::Data, Error = BoxError>
+where
+    B: http_body_util::BodyExt,
+    B::Error: Into<BoxError>,
+{
+    use http_body_util::BodyExt;
+    let max = usize::try_from(limit).unwrap_or(usize::MAX);
+    http_body_util::Limited::new(body, max).map_err(move |e: BoxError| {
+        if e.is::<http_body_util::LengthLimitError>() { Box::new(ApiBodyTooLarge { limit }) as BoxError } else { e }
+    })
+}
+
 /// The kube client over a fast transport. `connect_timeout` bounds each TCP connect;
-/// the caller bounds whole requests.
-pub fn client(cfg: &Config, connect_timeout: Duration) -> kube::Result<Client> {
+/// the caller bounds whole requests; `max_body_bytes` (`maxApiBodyBytes`) each body.
+pub fn client(cfg: &Config, connect_timeout: Duration, max_body_bytes: u64) -> kube::Result<Client> {
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
@@ -56,7 +91,8 @@ pub fn client(cfg: &Config, connect_timeout: Duration) -> kube::Result<Client> {
         let (pool, gate) = (pool.clone(), Arc::clone(&gate));
         async move {
             let _leader = gate.enter().await;
-            pool.request(req).await
+            let response = pool.request(req).await?;
+            Ok::<_, hyper_util::client::legacy::Error>(response.map(|body| capped(body, max_body_bytes)))
         }
     });
 

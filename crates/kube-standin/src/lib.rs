@@ -125,7 +125,7 @@ pub struct Fault {
 
 /// What a [`Fault`] does to a request.
 ///
-/// Serde form: `{"status":503}`, `{"delay_ms":300}`, `"hang"`, `"reset"`.
+/// Serde form: `{"status":503}`, `{"delay_ms":300}`, `"hang"`, `"reset"`, `"endless_body"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultAction {
@@ -140,6 +140,9 @@ pub enum FaultAction {
     Hang,
     /// Close the TCP connection with a reset, without any answer.
     Reset,
+    /// Answer 200 with a JSON body that never ends (a broken proxy, a hostile server):
+    /// what a client without a body size limit reads until memory runs out.
+    EndlessBody,
 }
 
 impl Fault {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::service::service_fn;
@@ -141,7 +141,7 @@ async fn handle(
     state: &Shared,
     req: Request<Incoming>,
     connection: &Connection,
-) -> Result<Response<Full<Bytes>>, ResetConnection> {
+) -> Result<Response<ApiBody>, ResetConnection> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map_err(|_| ResetConnection)?.to_bytes();
     let path = parts.uri.path();
@@ -196,6 +196,11 @@ async fn handle(
             // its connection) goes when the server stops.
             std::future::pending::<()>().await;
         }
+        Some(FaultAction::EndlessBody) => {
+            let mut response = Response::new(Either::Right(EndlessBody::new()));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            return Ok(response);
+        }
         Some(FaultAction::Reset) => {
             if let Some(socket) = &connection.socket {
                 let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
@@ -209,9 +214,42 @@ async fn handle(
     Ok(respond(reply))
 }
 
-fn respond(reply: Reply) -> Response<Full<Bytes>> {
+/// A whole answer, or [`FaultAction::EndlessBody`]'s.
+type ApiBody = Either<Full<Bytes>, EndlessBody>;
+
+/// `{"apiVersion":"v1","kind":"Status","pad":"xxxx…` and never the end: 64 KiB frames of
+/// the same (shared) bytes, as fast as the client reads them.
+struct EndlessBody {
+    started: bool,
+    chunk: Bytes,
+}
+
+impl EndlessBody {
+    fn new() -> EndlessBody {
+        EndlessBody { started: false, chunk: Bytes::from(vec![b'x'; 64 << 10]) }
+    }
+}
+
+impl hyper::body::Body for EndlessBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let data = if std::mem::replace(&mut self.started, true) {
+            self.chunk.clone()
+        } else {
+            Bytes::from_static(br#"{"apiVersion":"v1","kind":"Status","pad":""#)
+        };
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+    }
+}
+
+fn respond(reply: Reply) -> Response<ApiBody> {
     let body = serde_json::to_vec(&reply.body).unwrap_or_default();
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(Either::Left(Full::new(Bytes::from(body))));
     *response.status_mut() =
         hyper::StatusCode::from_u16(reply.code).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
