@@ -121,19 +121,21 @@ pub fn save_delegates<'a>(
     container_id: &str,
     delegates: impl IntoIterator<Item = &'a Delegate>,
 ) -> Result<()> {
+    write_delegates(cni_dir, container_id, &encode_delegates(container_id, delegates)?)
+}
+
+/// The scratch record of `delegates`, refused (before any delegate runs) when DEL could
+/// not read it back: over `maxCacheFileBytes`, or for a container ID that is no file
+/// name. Encoding stops as soon as the output passes the limit.
+pub fn encode_delegates<'a>(container_id: &str, delegates: impl IntoIterator<Item = &'a Delegate>) -> Result<Vec<u8>> {
     if !crate::cni::env::valid_container_id(container_id) {
         return Err(invalid_id(container_id));
     }
-    // What DEL could not read back is never written: refused before any delegate runs,
-    // and as soon as the output passes the limit. Records are streamed to the file one
-    // at a time: a pod's configs may be many MiB.
     let limit = limits::get().max_cache_file_bytes;
-    let dir =
-        safefs::Dir::create(cni_dir).map_err(|e| CniError::io(format!("cannot create {}", cni_dir.display()), e))?;
-    let path = scratch_path(cni_dir, container_id);
-    use std::io::Write as _;
-    let written = dir.write_atomic_with(container_id, 0o600, true, |out| {
-        let mut out = Capped { inner: out, written: 0, limit };
+    let mut bytes = Vec::new();
+    let encoded = (|| {
+        use std::io::Write as _;
+        let mut out = Capped { inner: &mut bytes, written: 0, limit };
         out.write_all(b"[")?;
         for (i, d) in delegates.into_iter().enumerate() {
             if i > 0 {
@@ -142,16 +144,53 @@ pub fn save_delegates<'a>(
             serde_json::to_writer(&mut out, &record_of(d))?;
         }
         out.write_all(b"]")
-    });
-    match written {
-        Ok(()) => Ok(()),
+    })();
+    match encoded {
+        Ok(()) => Ok(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => Err(limits::over_limit(
             "the delegate cache of this pod is too large (bytes, at least)",
             e.get_ref().and_then(|i| i.to_string().parse().ok()).unwrap_or(limit + 1),
             limit,
             "maxCacheFileBytes",
         )),
-        Err(e) => Err(CniError::io(format!("error saving the delegates to {}", path.display()), e)),
+        Err(e) => Err(CniError::io("error encoding the delegates", e)),
+    }
+}
+
+/// Write a scratch record made by [`encode_delegates`] (temp + fsync + rename + dir fsync).
+pub fn write_delegates(cni_dir: &Path, container_id: &str, encoded: &[u8]) -> Result<()> {
+    stage_delegates(cni_dir, container_id, encoded)?.commit()
+}
+
+/// The scratch record written to its temp file: a cniDir that cannot take it (read-only,
+/// full) fails here, before any delegate runs; [`StagedDelegates::commit`] (the fsyncs
+/// and the rename) may then run on a blocking thread while the first delegate does.
+pub fn stage_delegates(cni_dir: &Path, container_id: &str, encoded: &[u8]) -> Result<StagedDelegates> {
+    if !crate::cni::env::valid_container_id(container_id) {
+        return Err(invalid_id(container_id));
+    }
+    let path = scratch_path(cni_dir, container_id);
+    let fail = |e| CniError::io(format!("error saving the delegates to {}", path.display()), e);
+    let staged = safefs::Dir::create(cni_dir)
+        .map_err(|e| CniError::io(format!("cannot create {}", cni_dir.display()), e))?
+        .stage(container_id, encoded, 0o600)
+        .map_err(fail)?;
+    Ok(StagedDelegates { staged, path })
+}
+
+/// See [`stage_delegates`].
+#[derive(Debug)]
+pub struct StagedDelegates {
+    staged: safefs::Staged,
+    path: PathBuf,
+}
+
+impl StagedDelegates {
+    pub fn commit(self) -> Result<()> {
+        let path = self.path;
+        self.staged
+            .commit(true, true)
+            .map_err(|e| CniError::io(format!("error saving the delegates to {}", path.display()), e))
     }
 }
 

@@ -233,8 +233,7 @@ impl Dir {
         durable: bool,
         write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> io::Result<()> {
-        self.replace(name, mode, true, write)?;
-        if durable { self.sync() } else { Ok(()) }
+        self.stage_with(name, mode, write)?.commit(true, durable)
     }
 
     /// An exclusive temp file under an unpredictable name, filled by `write`, renamed
@@ -246,22 +245,32 @@ impl Dir {
         fsync: bool,
         write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> io::Result<()> {
+        self.stage_with(name, mode, write)?.commit(fsync, false)
+    }
+
+    /// The first half of [`Dir::write_atomic`]: `data` written to the exclusive temp
+    /// file, so that a read-only or full directory fails here, while the fsyncs and the
+    /// rename ([`Staged::commit`]) can run later, on another thread.
+    pub fn stage(&self, name: &str, data: &[u8], mode: u32) -> io::Result<Staged> {
+        self.stage_with(name, mode, |f| f.write_all(data))
+    }
+
+    fn stage_with(
+        &self,
+        name: &str,
+        mode: u32,
+        write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<Staged> {
         check_name(name)?;
+        let dir = Dir { fd: self.fd.try_clone()?, path: self.path.clone() };
         let tmp = format!("{}{}", temp_prefix(name), unpredictable_suffix());
         let fd = self.open_file(&tmp, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL, mode)?;
-        let result = (|| {
-            let mut out = io::BufWriter::with_capacity(64 << 10, File::from(fd));
-            write(&mut out)?;
-            let f = out.into_inner().map_err(io::IntoInnerError::into_error)?;
-            if fsync {
-                f.sync_all()?;
-            }
-            renameat(&self.fd, tmp.as_str(), &self.fd, name).map_err(to_io)
-        })();
-        if result.is_err() {
-            let _ = unlinkat(&self.fd, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
-        }
-        result
+        // From here on, dropping the stage removes the temp file.
+        let mut staged = Staged { dir, tmp, name: name.to_string(), file: None };
+        let mut out = io::BufWriter::with_capacity(64 << 10, File::from(fd));
+        write(&mut out)?;
+        staged.file = Some(out.into_inner().map_err(io::IntoInnerError::into_error)?);
+        Ok(staged)
     }
 
     /// Make the renames in this directory durable.
@@ -313,6 +322,39 @@ impl Dir {
     }
 }
 
+/// A file written under its temp name, not yet in place ([`Dir::stage`]). Dropped
+/// without [`Staged::commit`], it removes the temp file.
+#[derive(Debug)]
+pub struct Staged {
+    dir: Dir,
+    tmp: String,
+    name: String,
+    /// The written temp file; `None` once renamed (or while still being written).
+    file: Option<File>,
+}
+
+impl Staged {
+    /// With `fsync`, flush the file; rename it over its name; with `durable`, fsync the
+    /// directory too.
+    pub fn commit(mut self, fsync: bool, durable: bool) -> io::Result<()> {
+        let file = self.file.take().ok_or_else(|| io::Error::other("the staged file was never written"))?;
+        if fsync {
+            file.sync_all()?;
+        }
+        renameat(&self.dir.fd, self.tmp.as_str(), &self.dir.fd, self.name.as_str()).map_err(to_io)?;
+        self.tmp.clear();
+        if durable { self.dir.sync() } else { Ok(()) }
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.tmp.is_empty() {
+            let _ = unlinkat(&self.dir.fd, self.tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        }
+    }
+}
+
 impl AsFd for Dir {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
@@ -349,6 +391,23 @@ mod tests {
         assert!(read_regular(&d.path().join("link"), 10, false).is_err());
         assert_eq!(read_regular(&d.path().join("link"), 10, true).unwrap(), b"hello");
         assert!(read_regular(Path::new("/dev/zero"), 10, true).unwrap_err().to_string().contains("character device"));
+    }
+
+    #[test]
+    fn a_stage_is_invisible_until_committed_and_leaves_nothing_when_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = Dir::create(d.path()).unwrap();
+        let staged = dir.stage("cid", b"first", 0o600).unwrap();
+        assert_eq!(dir.read("cid", 100).unwrap(), None, "not in place before the commit");
+        drop(staged);
+        assert!(dir.entries().unwrap().is_empty(), "a dropped stage removes its temp file");
+        let staged = dir.stage("cid", b"second", 0o600).unwrap();
+        // The commit may run on another thread (the directory handle is the stage's own).
+        std::thread::spawn(move || staged.commit(true, true)).join().unwrap().unwrap();
+        assert_eq!(dir.read("cid", 100).unwrap().unwrap(), b"second");
+        assert_eq!(dir.entries().unwrap(), vec![("cid".to_string(), true)], "no temp file left");
+        let mode = std::fs::metadata(d.path().join("cid")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

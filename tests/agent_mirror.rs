@@ -106,11 +106,26 @@ fn fresh_mirror_hit_needs_no_get_only_the_status_write() {
     let w = World::new();
     w.mirror_entry();
     w.heartbeat(now_ms());
+    // A slow API: requests sent one after another arrive at least this far apart.
+    const LATENCY: Duration = Duration::from_millis(400);
+    w.api.standin.set_latency(LATENCY);
+    w.api.standin.clear_connections();
     w.add(json!({}));
     assert_eq!(w.net_a_ip(), "10.99.7.2/24", "the mirror's NAD was used");
     let lines = w.plugin_requests();
     assert!(!lines.iter().any(|l| l.starts_with("GET")), "no GET at all: {lines:?}");
     assert_eq!(lines.iter().filter(|l| l.starts_with("PATCH")).count(), 1, "{lines:?}");
+    // The connection was opened while the delegates ran; the status write and its
+    // events then went out together on it: one blocking round trip, one handshake.
+    assert_eq!(w.api.standin.connections().len(), 1, "{:?}", w.api.standin.connections());
+    let arrivals: Vec<u64> =
+        w.api.standin.requests().iter().filter(|r| r.path.contains("/namespaces/")).map(|r| r.arrived_us).collect();
+    assert!(arrivals.len() >= 2, "the status write and at least one event: {lines:?}");
+    let spread = arrivals.iter().max().unwrap() - arrivals.iter().min().unwrap();
+    assert!(
+        spread < LATENCY.as_micros() as u64 / 2,
+        "the status write and the events were sent together, not one after another ({spread} us apart): {lines:?}"
+    );
 }
 
 #[test]

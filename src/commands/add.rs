@@ -32,6 +32,9 @@ pub async fn add<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>) -> Result<V
     }
     // The client is built only here: no other verb needs the API.
     let kube = if k8s.has_pod() { Kube::connect(conf, conf.api_timeout()).await? } else { None };
+    // Every ADD with a pod ends in the status write: its connection is made while the
+    // mirror is read and the delegates run, not after them.
+    kube.as_ref().inspect(|kube| kube.preconnect());
     let pod = match &kube {
         Some(kube) => match pod::lookup(conf, kube, &k8s).await? {
             PodLookup::Found(p) => Some(p),
@@ -50,22 +53,36 @@ pub async fn add<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>) -> Result<V
     let cid = &inv.env.container_id;
     crate::devices::write_device_info(conf, cid, attachments.iter().map(|a| (&a.delegate, &a.device)));
     // A failed run rolls back what ran; the device-info files of the rest go too.
-    let mut results = run_delegates(inv, &k8s, attachments)
+    let (mut results, mut writes) = run_delegates(inv, &k8s, attachments)
         .await
         .inspect_err(|_| attachments.iter().for_each(|a| crate::devices::remove_device_info(conf, cid, &a.delegate)))?;
-    if let Err(e) = apply_default_routes(inv, &k8s, &plan, &mut results).await {
-        rollback(inv, &k8s, attachments, &results).await;
-        return Err(e);
+    if plan.attachments.iter().any(|a| !a.default_route.is_empty()) {
+        // The default-route step rewrites cached results: the first writes land first.
+        let routed = match writes.finish().await {
+            Ok(()) => apply_default_routes(inv, &k8s, &plan, &mut results).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = routed {
+            rollback(inv, &k8s, attachments, &results).await;
+            return Err(e);
+        }
     }
     if let Some(kube) = &kube {
         // The delegates' run time is not the API's: the status write gets its own budget.
         kube.start_phase();
     }
-    if let (Some(kube), Some(pod)) = (&kube, &pod)
-        && let Err(e) = publish(inv, kube, pod, &plan, &results).await
-    {
+    // The last results still being written (fsync) and the status write overlap: both
+    // must succeed before the ADD does, neither waits for the other.
+    let published = async {
+        match (&kube, &pod) {
+            (Some(kube), Some(pod)) => publish(inv, kube, pod, &plan, &results).await.map_err(|e| e.context(k8s.tag())),
+            _ => Ok(()),
+        }
+    };
+    let (written, published) = futures::join!(writes.finish(), published);
+    if let Err(e) = written.and(published) {
         rollback(inv, &k8s, attachments, &results).await;
-        return Err(e.context(k8s.tag()));
+        return Err(e);
     }
     primary_result(conf, attachments, &results)
 }
@@ -260,19 +277,30 @@ pub async fn validate_plan<E: PluginExec, N: NetnsOps>(
 /// Cache the plan, then ADD each delegate in order. When delegate *i* fails, delegates
 /// *i..0* are DELeted in reverse (the failed one too: it may have half-configured
 /// things) and the original error is returned; nothing is left behind.
+/// On success the results come with their cache writes, which may still be running:
+/// the caller overlaps them with the status write and must [`ResultWrites::finish`] them.
 pub async fn run_delegates<E: PluginExec, N>(
     inv: &Invocation<E, N>,
     k8s: &K8sArgs,
     plan: &[Attachment],
-) -> Result<Vec<DelegateResult>> {
+) -> Result<(Vec<DelegateResult>, ResultWrites)> {
     let cni_dir = inv.cni_dir();
-    cache::save_delegates(&cni_dir, &inv.env.container_id, plan.iter().map(|a| &a.delegate))
+    let scratch = cache::encode_delegates(&inv.env.container_id, plan.iter().map(|a| &a.delegate))
+        .and_then(|encoded| cache::stage_delegates(&cni_dir, &inv.env.container_id, &encoded))
         .map_err(|e| e.context(format!("{} error saving the delegates", k8s.tag())))?;
     let mut results: Vec<DelegateResult> = Vec::with_capacity(plan.len());
-    // Each result is written (temp + fsync + rename) on a blocking thread while the next
-    // delegate runs: the fsyncs cost journal commits on the node's disk and would
-    // otherwise add up per attachment on the ADD's critical path.
-    let mut writes = Vec::with_capacity(plan.len());
+    // The scratch record is in its temp file (a cniDir that cannot take it has failed the
+    // ADD before anything ran); its fsyncs and rename, then each result's write (temp +
+    // fsync + rename), run on a blocking thread while the next delegate runs: the fsyncs
+    // cost journal commits on the node's disk and would otherwise add up on the ADD's
+    // critical path. The price (docs/reliability.md): a plugin killed within the first
+    // delegate's first millisecond may leave no scratch record, and its DEL then
+    // resolves the networks again, as after a lost cache.
+    let mut writes = ResultWrites(Vec::with_capacity(plan.len() + 1));
+    let tag = k8s.tag();
+    writes.0.push(tokio::task::spawn_blocking(move || {
+        scratch.commit().map_err(|e| e.context(format!("{tag} error saving the delegates")))
+    }));
     let mut failure = None;
     for (i, d) in plan.iter().map(|a| &a.delegate).enumerate() {
         let rt = inv.runtime_conf(k8s, d);
@@ -286,8 +314,10 @@ pub async fn run_delegates<E: PluginExec, N>(
         match outcome {
             Ok(added) => {
                 tracing::info!("{} added {} ({}) in {:?}", k8s.tag(), d.ifname, d.name, started.elapsed());
-                let (dir, record) = (cni_dir.clone(), inv.result_record(d, &rt, &added.raw));
-                writes.push(tokio::task::spawn_blocking(move || cache::save_result(&dir, &record)));
+                let (dir, record, tag) = (cni_dir.clone(), inv.result_record(d, &rt, &added.raw), k8s.tag());
+                writes.0.push(tokio::task::spawn_blocking(move || {
+                    cache::save_result(&dir, &record).map_err(|e| e.context(tag))
+                }));
                 results.push(added);
             }
             Err(e) => {
@@ -298,18 +328,32 @@ pub async fn run_delegates<E: PluginExec, N>(
             }
         }
     }
-    // Every write finishes before anything else touches the results cache.
-    for w in writes {
-        let written = w.await.unwrap_or_else(|e| Err(CniError::new(code::IO, format!("results cache writer: {e}"))));
-        if let (Err(e), None) = (written, &failure) {
-            failure = Some((results.len() - 1, e.context(k8s.tag())));
-        }
-    }
     if let Some((i, e)) = failure {
+        // Every write finishes before the rollback removes what they wrote.
+        let _ = writes.finish().await;
         rollback(inv, k8s, &plan[..=i.min(plan.len() - 1)], &results).await;
         return Err(e);
     }
-    Ok(results)
+    Ok((results, writes))
+}
+
+/// Result-cache writes (temp + fsync + rename) running on blocking threads.
+pub struct ResultWrites(Vec<tokio::task::JoinHandle<Result<()>>>);
+
+impl ResultWrites {
+    /// Wait for every write; the first failure is the ADD's. Nothing else may touch the
+    /// results cache of this container before this returns.
+    pub async fn finish(&mut self) -> Result<()> {
+        let mut first = Ok(());
+        for w in self.0.drain(..) {
+            let written =
+                w.await.unwrap_or_else(|e| Err(CniError::new(code::IO, format!("results cache writer: {e}"))));
+            if let (Err(e), Ok(())) = (written, &first) {
+                first = Err(e);
+            }
+        }
+        first
+    }
 }
 
 /// DEL `done` in reverse; errors are logged, not returned (the ADD error is what matters).

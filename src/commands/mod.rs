@@ -122,6 +122,9 @@ pub fn run(env: Result<CniEnv>, stdin: &[u8]) -> Output {
         }
         result
     });
+    // Everything the verb started has been awaited; what is left (idle blocking-pool
+    // threads, an unused early connection) need not be joined before we exit.
+    runtime.shutdown_background();
     if !inv.conf.metrics_spool_dir.is_empty() {
         let code = result.as_ref().err().map_or(0, |e| e.code);
         let record = crate::spool::Record::of_process(inv.env.command.as_str(), code, started.elapsed());

@@ -24,6 +24,8 @@ const MAX_REQUEST: Duration = Duration::from_secs(5);
 
 pub struct Kube {
     client: Client,
+    /// Opens the connection ahead of the first request ([`Kube::preconnect`]).
+    early: super::transport::Preconnect,
     /// The API server's URL, named in errors.
     server: String,
     /// The budget of one phase of API calls (`apiTimeoutSeconds`).
@@ -90,12 +92,13 @@ impl Kube {
             cfg.root_cert = Some(Vec::new());
         }
         let server = cfg.cluster_url.to_string();
-        let client = super::transport::client(&cfg, per_request, conf.limits().max_api_body_bytes)
+        let (client, early) = super::transport::client(&cfg, per_request, conf.limits().max_api_body_bytes)
             .map_err(|e| CniError::new(code::KUBERNETES, format!("cannot build the Kubernetes client: {e}")))?;
         let status_hint = Some(std::path::Path::new(&conf.cni_dir).join(STATUS_WRITE_HINT));
         let brake = crate::brake::Brake::new(std::path::Path::new(&conf.cni_dir), conf.max_node_api_requests);
         Ok(Some(Kube {
             client,
+            early,
             server,
             budget,
             deadline: Cell::new(deadline),
@@ -103,6 +106,13 @@ impl Kube {
             read_pod: RefCell::new(None),
             brake,
         }))
+    }
+
+    /// Open the connection now, in the background, if no request has opened it yet:
+    /// called before the delegates run, so that an ADD whose only request is the status
+    /// write does not pay the TCP + TLS handshake after them.
+    pub fn preconnect(&self) {
+        self.early.start();
     }
 
     pub fn remaining(&self) -> Duration {

@@ -16,6 +16,13 @@
 //! identities, `tls-server-name`, `insecure-skip-tls-verify`. Authentication,
 //! extra headers and the base URI are kube's own layers.
 //!
+//! The one connection can be opened ahead of the first request ([`Preconnect::start`]):
+//! an ADD whose pod annotations came from the runtime and whose NADs came from the
+//! node agent's mirror has the status write as its only request, and without this its
+//! TCP + TLS + HTTP/2 handshakes would all wait until the delegates have finished. When
+//! that early connection speaks HTTP/2, requests go straight onto it, all at once (the
+//! status write with its events); otherwise it is handed to the pool.
+//!
 //! Every response body is read through a `maxApiBodyBytes` cap ([`ApiBodyTooLarge`]): a
 //! hostile or broken server streaming an endless body ends the call, not the process.
 
@@ -61,9 +68,10 @@ where
     })
 }
 
-/// The kube client over a fast transport. `connect_timeout` bounds each TCP connect;
-/// the caller bounds whole requests; `max_body_bytes` (`maxApiBodyBytes`) each body.
-pub fn client(cfg: &Config, connect_timeout: Duration, max_body_bytes: u64) -> kube::Result<Client> {
+/// The kube client over a fast transport, and the handle that opens its connection
+/// early. `connect_timeout` bounds each TCP connect; the caller bounds whole requests;
+/// `max_body_bytes` (`maxApiBodyBytes`) each body.
+pub fn client(cfg: &Config, connect_timeout: Duration, max_body_bytes: u64) -> kube::Result<(Client, Preconnect)> {
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
@@ -80,19 +88,32 @@ pub fn client(cfg: &Config, connect_timeout: Duration, max_body_bytes: u64) -> k
         None => builder,
     };
     let https = builder.enable_all_versions().wrap_connector(tcp);
-    let pool = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
+    let early = Preconnect {
+        connector: https,
+        server: cfg.cluster_url.clone(),
+        started: Arc::default(),
+        h2: Arc::default(),
+        slot: Arc::default(),
+    };
+    let pool = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(early.clone());
     // Until a first request has been answered, the pool cannot know the server speaks
     // HTTP/2 (ALPN is only learnt in the handshake), so requests sent together at the
     // start (NAD GETs with runtime-passed annotations, the status write with events)
     // would each open a connection and pay a handshake. Hold them until the first answer;
     // after that they share its connection.
     let gate = Arc::new(FirstRequestGate::new());
+    let preconnected = early.clone();
     let pool = tower::service_fn(move |req: http::Request<kube::client::Body>| {
-        let (pool, gate) = (pool.clone(), Arc::clone(&gate));
+        let (pool, gate, early) = (pool.clone(), Arc::clone(&gate), preconnected.clone());
         async move {
-            let _leader = gate.enter().await;
-            let response = pool.request(req).await?;
-            Ok::<_, hyper_util::client::legacy::Error>(response.map(|body| capped(body, max_body_bytes)))
+            let response = match early.h2_sender().await {
+                Some(mut h2) => h2.send_request(req).await.map_err(BoxError::from)?,
+                None => {
+                    let _leader = gate.enter().await;
+                    pool.request(req).await.map_err(BoxError::from)?
+                }
+            };
+            Ok::<_, BoxError>(response.map(|body| capped(body, max_body_bytes)))
         }
     });
 
@@ -102,7 +123,92 @@ pub fn client(cfg: &Config, connect_timeout: Duration, max_body_bytes: u64) -> k
         .layer(cfg.extra_headers_layer()?)
         .map_err(BoxError::from)
         .service(pool);
-    Ok(Client::new(service, cfg.default_namespace.clone()))
+    Ok((Client::new(service, cfg.default_namespace.clone()), early))
+}
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+type Connection = <Connector as tower::Service<http::Uri>>::Response;
+type H2Sender = hyper::client::conn::http2::SendRequest<kube::client::Body>;
+
+/// The pool's connector, able to open the invocation's connection before anybody asks.
+/// An early connection that negotiated HTTP/2 gets its own HTTP/2 handshake and serves
+/// every request; one that did not (HTTP/1.1, a plain-http proxy) is handed to the pool's
+/// next connect. An early failure costs nothing but the attempt: requests then connect
+/// through the pool as if nothing had been started.
+#[derive(Clone)]
+pub struct Preconnect {
+    connector: Connector,
+    server: http::Uri,
+    /// Whether [`Preconnect::start`] was called.
+    started: Arc<AtomicBool>,
+    /// The early connection's HTTP/2 sender, once it is made (`None`: not HTTP/2, or failed).
+    h2: Arc<tokio::sync::OnceCell<Option<H2Sender>>>,
+    /// An early HTTP/1.1 connection, until the pool takes it.
+    slot: Arc<std::sync::Mutex<Option<Connection>>>,
+}
+
+impl Preconnect {
+    /// Start connecting to the API server in the background (TCP, TLS, ALPN, and the
+    /// HTTP/2 handshake) unless already started. Needs a running tokio runtime; the
+    /// connection is made while the caller awaits something else (the delegates).
+    pub fn start(&self) {
+        if !self.started.swap(true, Ordering::AcqRel) {
+            let early = self.clone();
+            tokio::spawn(async move { early.h2_sender().await });
+        }
+    }
+
+    /// The early HTTP/2 connection, waiting for it while it is being made; `None` when
+    /// none was started, it is not HTTP/2, it failed, or it has since closed.
+    async fn h2_sender(&self) -> Option<H2Sender> {
+        if !self.started.load(Ordering::Acquire) {
+            return None;
+        }
+        let sender = self.h2.get_or_init(|| self.connect_early()).await.as_ref()?;
+        (!sender.is_closed()).then(|| sender.clone())
+    }
+
+    async fn connect_early(&self) -> Option<H2Sender> {
+        use hyper_util::client::legacy::connect::Connection as _;
+        let connection = tower::ServiceExt::oneshot(self.connector.clone(), self.server.clone()).await.ok()?;
+        if !connection.connected().is_negotiated_h2() {
+            *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(connection);
+            return None;
+        }
+        let (sender, driver) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake(connection)
+            .await
+            .inspect_err(|e| tracing::debug!("early HTTP/2 handshake failed: {e}"))
+            .ok()?;
+        tokio::spawn(async move {
+            if let Err(e) = driver.await {
+                tracing::debug!("early HTTP/2 connection ended: {e}");
+            }
+        });
+        Some(sender)
+    }
+}
+
+impl tower::Service<http::Uri> for Preconnect {
+    type Response = Connection;
+    type Error = BoxError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Connection, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+        // The HTTPS connector is always ready; each connect below drives its own clone.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let early = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let connector = self.connector.clone();
+        Box::pin(async move {
+            match early {
+                Some(connection) => Ok(connection),
+                None => tower::ServiceExt::oneshot(connector, uri).await,
+            }
+        })
+    }
 }
 
 /// Lets the first request through alone; the others wait until it has finished
