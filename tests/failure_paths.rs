@@ -3,12 +3,11 @@
 //! the delegate's code (or 100), every delegate that ran is DELeted in reverse, and
 //! nothing is left in cniDir, in the netns or in host-local's leases.
 
-#[macro_use]
-mod common;
+mod support;
 
-use common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
+use support::*;
 
 const NAMES: [&str; 3] = ["fa", "fb", "fc"];
 const IFNAMES: [&str; 3] = ["eth0", "net1", "net2"];

@@ -10,10 +10,8 @@
 //! `concurrency_and_convergence`, `pod_author_bounded`. Each prints its table of cases
 //! with the measured peak RSS and time.
 
-#[macro_use]
-mod common;
+mod support;
 
-use common::*;
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -27,6 +25,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use support::*;
 
 /// The target for any input.
 const PEAK_RSS_LIMIT_KIB: u64 = 64 * 1024;

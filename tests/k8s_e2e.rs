@@ -4,10 +4,10 @@
 //! Every test builds its own [`World`] (netns, host links, temp dirs, API stand-in) and
 //! tears it down on drop. Run as root: `cargo test --test k8s_e2e -- --test-threads=2`.
 
-mod k8s_common;
+mod support;
 
-use k8s_common::{PRIMARY, World};
 use serde_json::{Value, json};
+use support::{PRIMARY, World};
 
 const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
 
@@ -46,8 +46,8 @@ fn seed_privatezone_macvlan_gives_net1_status_and_events() {
     assert_eq!(result["cniVersion"], "1.0.0");
     assert_eq!(result["ips"][0]["address"], format!("{}/24", w.primary_ip()));
 
-    let eth0 = w.netns.link("eth0");
-    let net1 = w.netns.link("net1");
+    let eth0 = w.netns.expect_link("eth0");
+    let net1 = w.netns.expect_link("net1");
     assert_eq!(eth0.addrs, vec![format!("{}/24", w.primary_ip())]);
     assert_eq!(net1.addrs, vec!["10.12.34.200/24"], "first address of the range");
 
@@ -105,7 +105,7 @@ fn seed_json_annotation_static_ip_and_mac() {
         &[(NETWORKS, r#"[{ "name": "macvlan-conf", "ips": [ "10.1.1.101/24" ], "gateway": [ "10.1.1.1" ] }]"#)],
     );
     w.cni("ADD", &pod, &w.conf(json!({}))).ok();
-    assert_eq!(w.netns.link("net1").addrs, vec!["10.1.1.101/24"]);
+    assert_eq!(w.netns.expect_link("net1").addrs, vec!["10.1.1.101/24"]);
     let status = w.network_status(&pod);
     assert_eq!(status[1]["name"], "default/macvlan-conf");
     assert_eq!(status[1]["ips"], json!(["10.1.1.101"]));
@@ -119,13 +119,13 @@ fn seed_json_annotation_static_ip_and_mac() {
         &[(NETWORKS, r#"[{"name":"macvlan-conf","ips":["10.1.1.102/24"],"mac":"c2:b0:57:49:47:f1"}]"#)],
     );
     w.cni_in("ADD", &pod2, &ns2, &w.conf(json!({}))).ok();
-    let net1 = w.extra(0).link("net1");
+    let net1 = w.extra(0).expect_link("net1");
     assert_eq!(net1.addrs, vec!["10.1.1.102/24"]);
     assert_eq!(net1.mac, "c2:b0:57:49:47:f1");
     let status = w.network_status(&pod2);
     assert_eq!(status[1]["mac"], "c2:b0:57:49:47:f1", "status reports the MAC tuning set: {status:?}");
     w.cni_in("DEL", &pod2, &ns2, &w.conf(json!({}))).ok();
-    assert_eq!(w.extra(0).links(), vec![]);
+    assert_eq!(w.extra(0).pod_links(), vec![]);
 }
 
 /// Seed 004's `ipvlan-conf-1`/`-2` with macvlan standing in for ipvlan (the kernel here
@@ -140,15 +140,15 @@ fn comma_list_with_space_gives_net1_and_net2_in_order() {
     w.add_nad("default", "ipvlan-conf-2", &w.macvlan("0.3.0", &eth2, "10.0.6.0/24", "10.0.6.70", "10.0.6.80"));
     let pod = w.add_pod("sampleapp-dual-1", &[(NETWORKS, "ipvlan-conf-1, ipvlan-conf-2")]);
     w.cni("ADD", &pod, &w.conf(json!({}))).ok();
-    assert_eq!(w.netns.link("net1").addrs, vec!["10.0.4.70/24"]);
-    assert_eq!(w.netns.link("net2").addrs, vec!["10.0.6.70/24"]);
+    assert_eq!(w.netns.expect_link("net1").addrs, vec!["10.0.4.70/24"]);
+    assert_eq!(w.netns.expect_link("net2").addrs, vec!["10.0.6.70/24"]);
     let names: Vec<Value> = w.network_status(&pod).iter().map(|s| s["name"].clone()).collect();
     assert_eq!(names, vec![json!(PRIMARY), json!("default/ipvlan-conf-1"), json!("default/ipvlan-conf-2")]);
     // Each macvlan child sits on the parent its NAD names.
     for (ifname, parent) in [("net1", &eth1), ("net2", &eth2)] {
-        let out = k8s_common::ip(&["-n", &w.netns.name, "-j", "-d", "link", "show", ifname]);
+        let out = support::ip(&["-n", &w.netns.name, "-j", "-d", "link", "show", ifname]);
         let link: Value = serde_json::from_str(&out).unwrap();
-        let host_index = k8s_common::ip(&["-j", "link", "show", parent]);
+        let host_index = support::ip(&["-j", "link", "show", parent]);
         let host: Value = serde_json::from_str(&host_index).unwrap();
         assert_eq!(link[0]["link_index"], host[0]["ifindex"], "{ifname} is not on {parent}");
     }
@@ -165,9 +165,9 @@ fn namespaced_name_with_ifname_and_same_nad_twice() {
     w.add_nad("default", "a-conf", &w.macvlan("0.3.1", &parent, "10.0.4.0/24", "10.0.4.70", "10.0.4.80"));
     let pod = w.add_pod("named", &[(NETWORKS, "default/a-conf@data0, a-conf")]);
     w.cni("ADD", &pod, &w.conf(json!({}))).ok();
-    assert_eq!(w.netns.link("data0").addrs, vec!["10.0.4.70/24"]);
+    assert_eq!(w.netns.expect_link("data0").addrs, vec!["10.0.4.70/24"]);
     // The named attachment still consumes index 1 (Go Multus §1.6).
-    assert_eq!(w.netns.link("net2").addrs, vec!["10.0.4.71/24"]);
+    assert_eq!(w.netns.expect_link("net2").addrs, vec!["10.0.4.71/24"]);
     let status = w.network_status(&pod);
     assert_eq!(status[1]["interface"], "data0");
     assert_eq!(status[2]["interface"], "net2");
@@ -180,7 +180,7 @@ fn namespaced_name_with_ifname_and_same_nad_twice() {
     w.cni_in("ADD", &twice, &ns2, &w.conf(json!({}))).ok();
     let nad_gets = w.request_lines().iter().filter(|l| l.contains("network-attachment-definitions/a-conf")).count();
     assert_eq!(nad_gets, 1, "one GET per NAD, however often it is listed: {:?}", w.request_lines());
-    let links = w.extra(0).links();
+    let links = w.extra(0).pod_links();
     let addrs = |n: &str| links.iter().find(|l| l.name == n).map(|l| l.addrs.clone());
     // host-local goes on from its last reservation: .72 and .73, two leases.
     let (a1, a2) = (addrs("net1").expect("net1"), addrs("net2").expect("net2"));
@@ -198,7 +198,7 @@ fn namespaced_name_with_ifname_and_same_nad_twice() {
     assert!(caches.iter().any(|c| c.ends_with(&format!("a-conf-{}-net1", twice.container_id))), "{caches:?}");
     assert!(caches.iter().any(|c| c.ends_with(&format!("a-conf-{}-net2", twice.container_id))), "{caches:?}");
     w.cni_in("DEL", &twice, &ns2, &w.conf(json!({}))).ok();
-    assert_eq!(w.extra(0).links(), vec![]);
+    assert_eq!(w.extra(0).pod_links(), vec![]);
     assert_eq!(w.leases(), Vec::<String>::new());
     assert_eq!(w.cache_files(), Vec::<String>::new());
 }
@@ -227,7 +227,7 @@ fn seed_ipvlan_failure_is_reported_and_rolled_back() {
             }
         }),
     );
-    if k8s_common::kernel_has_link_type("ipvlan")
+    if support::kernel_has_link_type("ipvlan")
         && std::process::Command::new("ip").args(["link", "show", "eth1"]).output().unwrap().status.success()
     {
         eprintln!("SKIPPED: this node has eth1 and ipvlan; the seed NAD would succeed");
@@ -300,8 +300,8 @@ fn default_network_annotation_replaces_eth0() {
     let pod = w.add_pod("override", &[("v1.multus-cni.io/default-network", "alt-net")]);
     let run = w.cni("ADD", &pod, &w.conf(json!({})));
     assert_eq!(run.ok()["ips"][0]["address"], "10.77.0.10/24", "the result is the override's");
-    assert_eq!(w.netns.links().len(), 1);
-    assert_eq!(w.netns.link("eth0").addrs, vec!["10.77.0.10/24"]);
+    assert_eq!(w.netns.pod_links().len(), 1);
+    assert_eq!(w.netns.expect_link("eth0").addrs, vec!["10.77.0.10/24"]);
     let status = w.network_status(&pod);
     assert_eq!(status.len(), 1);
     assert_eq!((status[0]["name"].as_str(), status[0]["default"].as_bool()), (Some("kube-system/alt-net"), Some(true)));
@@ -316,9 +316,9 @@ fn default_network_annotation_replaces_eth0() {
     let ns2 = w.extra_netns();
     let pod2 = w.add_pod("override2", &[("v1.multus-cni.io/default-network", "other/alt-net2")]);
     w.cni_in("ADD", &pod2, &ns2, &w.conf(json!({}))).ok();
-    assert_eq!(w.extra(0).link("eth0").addrs, vec!["10.78.0.10/24"]);
+    assert_eq!(w.extra(0).expect_link("eth0").addrs, vec!["10.78.0.10/24"]);
     w.cni_in("DEL", &pod2, &ns2, &w.conf(json!({}))).ok();
-    assert_eq!(w.extra(0).links(), vec![]);
+    assert_eq!(w.extra(0).pod_links(), vec![]);
 }
 
 /// `namespaceIsolation`: a pod in `default` may not use `kube-system/x` unless
@@ -355,7 +355,7 @@ fn namespace_isolation_for_networks_and_default_network() {
 
         let run = w.cni("ADD", &pod, &global);
         run.ok();
-        let links = w.netns.links();
+        let links = w.netns.pod_links();
         assert!(links.iter().any(|l| l.addrs.iter().any(|a| a.starts_with("10.79.0."))), "{key}={value}: {links:?}");
         w.cni("DEL", &pod, &global).ok();
         w.assert_nothing_left();
@@ -365,7 +365,7 @@ fn namespace_isolation_for_networks_and_default_network() {
     w.add_nad("team-a", "own", &w.macvlan("0.3.1", &parent, "10.79.1.0/24", "10.79.1.10", "10.79.1.20"));
     let pod = w.add_pod_in("team-a", "mine", &[(NETWORKS, "own")]);
     w.cni("ADD", &pod, &isolated).ok();
-    assert_eq!(w.netns.link("net1").addrs, vec!["10.79.1.10/24"]);
+    assert_eq!(w.netns.expect_link("net1").addrs, vec!["10.79.1.10/24"]);
     assert_eq!(w.network_status(&pod)[1]["name"], "team-a/own");
     let events = w.events(&pod);
     assert_eq!(events.len(), 2, "{events:?}");
@@ -398,7 +398,7 @@ fn pod_missing_from_api_succeeds_with_empty_result() {
     let run = w.cni("ADD", &pod, &w.conf(json!({})));
     let result = run.ok();
     assert_eq!(result["cniVersion"], "1.0.0");
-    assert_eq!(result["interfaces"], json!([{"name": "eth0", "sandbox": w.netns.path()}]));
+    assert_eq!(result["interfaces"], json!([{"name": "eth0", "sandbox": w.netns.path}]));
     assert_eq!(result["ips"][0]["address"], "0.0.0.0/0");
     assert_eq!(result["ips"][0]["gateway"], "0.0.0.0");
     w.assert_nothing_left();
@@ -478,7 +478,7 @@ fn request_counts_with_runtime_annotations() {
         let conf = w.conf_with_runtime_annotations(&[(NETWORKS, annotation.as_str())].into_iter().collect());
         w.cni("ADD", &pod, &conf).ok();
         assert_eq!(sorted_requests(&w), expected_requests("rt-annotated", n, false), "{n} NADs");
-        assert_eq!(w.netns.links().len(), n + 1);
+        assert_eq!(w.netns.pod_links().len(), n + 1);
         assert_eq!(w.network_status(&pod).len(), n + 1);
         w.api.clear_requests();
         w.cni("DEL", &pod, &conf).ok();
@@ -622,7 +622,7 @@ mod faults {
         w.api.add_fault(Fault::new(FaultAction::Status(404)).method("PATCH").path_contains("/pods/").times(1));
         w.cni("ADD", &pod, &w.conf(json!({}))).ok();
         assert_eq!(w.network_status_raw(&pod), None);
-        assert_eq!(w.netns.links().len(), 2);
+        assert_eq!(w.netns.pod_links().len(), 2);
         w.cni("DEL", &pod, &w.conf(json!({}))).ok();
         w.assert_nothing_left();
     }
@@ -690,7 +690,7 @@ mod faults {
         let p = w.api.pod("default", "rbac-conflict").unwrap();
         assert_eq!(p["metadata"]["annotations"][NETWORKS], annotation.as_str());
         w.cni_in("DEL", &pod2, &ns2, &w.conf(json!({}))).ok();
-        assert_eq!(w.extra(0).links(), vec![]);
+        assert_eq!(w.extra(0).pod_links(), vec![]);
     }
 }
 
@@ -757,7 +757,7 @@ fn check_then_del_then_del_again_and_del_without_netns() {
     w.cni("CHECK", &pod, &conf).ok();
     assert_eq!(w.request_lines(), Vec::<String>::new(), "CHECK asks the API nothing");
 
-    k8s_common::ip(&["-n", &w.netns.name, "link", "del", "net1"]);
+    support::ip(&["-n", &w.netns.name, "link", "del", "net1"]);
     let (_, msg) = w.cni("CHECK", &pod, &conf).err();
     assert!(msg.contains("net1"), "CHECK names the broken attachment: {msg}");
 
@@ -935,7 +935,7 @@ fn del_without_cache_and_hanging_api_still_deletes_the_primary() {
     // The primary's lease is released; net1's cannot be known without the API.
     let leases = w.leases();
     assert!(leases.iter().all(|l| !l.starts_with(PRIMARY)), "{leases:?}");
-    assert!(w.netns.links().iter().all(|l| l.name != "eth0"));
+    assert!(w.netns.pod_links().iter().all(|l| l.name != "eth0"));
 }
 
 /// CHECK after a `default-route` ADD (everything cniVersion >= 0.4.0): the cached
@@ -969,13 +969,13 @@ fn nad_without_config_uses_the_conf_dir_file() {
     let mut file = w.macvlan("0.3.1", &parent, "10.92.0.0/24", "10.92.0.10", "10.92.0.20");
     file["name"] = "from-file".into();
     std::fs::write(w.path("net.d").join("10-from-file.conf"), serde_json::to_vec(&file).unwrap()).unwrap();
-    w.api.add_nad(json!({
+    w.api.standin.add_nad(json!({
         "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
         "metadata": {"name": "from-file", "namespace": "default"}, "spec": {}
     }));
     let pod = w.add_pod("filed", &[(NETWORKS, "from-file")]);
     w.cni("ADD", &pod, &w.conf(json!({}))).ok();
-    assert_eq!(w.netns.link("net1").addrs, vec!["10.92.0.10/24"]);
+    assert_eq!(w.netns.expect_link("net1").addrs, vec!["10.92.0.10/24"]);
     assert_eq!(w.network_status(&pod)[1]["name"], "default/from-file");
     w.cni("DEL", &pod, &w.conf(json!({}))).ok();
     w.assert_nothing_left();
@@ -1013,8 +1013,8 @@ fn default_network_override_with_additional_networks() {
     let pod = w.add_pod("both", &[("v1.multus-cni.io/default-network", "alt-net"), (NETWORKS, "extra")]);
     let conf = w.conf(json!({}));
     w.cni("ADD", &pod, &conf).ok();
-    assert_eq!(w.netns.link("eth0").addrs, vec!["10.77.0.10/24"]);
-    assert_eq!(w.netns.link("net1").addrs, vec!["10.93.0.10/24"]);
+    assert_eq!(w.netns.expect_link("eth0").addrs, vec!["10.77.0.10/24"]);
+    assert_eq!(w.netns.expect_link("net1").addrs, vec!["10.93.0.10/24"]);
     let names: Vec<Value> = w.network_status(&pod).iter().map(|s| s["name"].clone()).collect();
     assert_eq!(names, vec![json!("kube-system/alt-net"), json!("default/extra")]);
     w.cni("DEL", &pod, &conf).ok();
@@ -1084,7 +1084,7 @@ fn del_without_cache_and_nad_gone_tears_down_primary_without_events() {
     fresh.add_pod(w.api.pod("default", "orphan").unwrap());
     fresh.write_kubeconfig(&w.path("kubeconfig"), "t").unwrap();
     w.cni("DEL", &pod, &conf).ok();
-    assert!(w.netns.links().iter().all(|l| l.name != "eth0"), "{:?}", w.netns.links());
+    assert!(w.netns.pod_links().iter().all(|l| l.name != "eth0"), "{:?}", w.netns.pod_links());
     assert!(w.leases().iter().all(|l| !l.starts_with(PRIMARY)), "{:?}", w.leases());
     assert_eq!(fresh.events(), Vec::<Value>::new(), "no events on DEL");
     assert_eq!(w.api.events().len(), events_after_add);
@@ -1151,7 +1151,7 @@ fn grammar_details_reach_the_plugins() {
         let pod = w.add_pod(&format!("grammar{i}"), &[(NETWORKS, annotation)]);
         w.cni("ADD", &pod, &conf).ok();
         for (ifname, addr) in *want {
-            let link = w.netns.link(ifname);
+            let link = w.netns.expect_link(ifname);
             assert!(link.addrs.iter().any(|a| a.starts_with(addr)), "{annotation}: {ifname} has {:?}", link.addrs);
         }
         w.cni("DEL", &pod, &conf).ok();

@@ -7,12 +7,11 @@
 //! 1.1.0 plugin (`examples/fake_delegate.rs`) records STATUS and GC forwarding, which
 //! Debian's plugins (CNI ≤ 1.0.0) do not speak.
 
-#[macro_use]
-mod common;
+mod support;
 
-use common::*;
 use serde_json::{Value, json};
 use std::path::PathBuf;
+use support::*;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Mode {

@@ -10,14 +10,13 @@
 //! A dangling link, a link to a directory or a file without an execute bit is "not
 //! found" (code 7) and nothing runs.
 
-#[macro_use]
-mod common;
+mod support;
 
-use common::*;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use support::*;
 
 /// A script outside binDir that leaves `<dir>/escaped` when it runs.
 fn canary(dir: &Path) -> (PathBuf, PathBuf) {

@@ -9,11 +9,10 @@
 //!   the MAC from its own `mac` key (non-master static delegates get no capabilities);
 //! * net2: macvlan (private) + host-local on the same parent.
 
-#[macro_use]
-mod common;
+mod support;
 
-use common::*;
 use serde_json::{Value, json};
+use support::*;
 
 const MAC_ETH0: &str = "02:4d:52:53:00:01";
 const MAC_NET1: &str = "02:4d:52:53:00:02";

@@ -2,11 +2,10 @@
 //! file); GC deletes every cached container the runtime no longer knows and forwards
 //! GC to the master with the runtime's list and to each secondary network with its own.
 
-#[macro_use]
-mod common;
+mod support;
 
-use common::*;
 use serde_json::{Value, json};
+use support::*;
 
 /// The environment libcni gives STATUS and GC: no container, netns or interface.
 fn verb(command: &str) -> Invocation {
