@@ -7,7 +7,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{PRIMARY, World};
+use support::{PRIMARY, PodRef, World};
 
 const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
 
@@ -424,6 +424,34 @@ fn nads(w: &mut World, n: usize) -> String {
     (0..n).map(|i| format!("net-{i}")).collect::<Vec<_>>().join(",")
 }
 
+/// A world with one macvlan NAD (`net-0`) and pod `name` asking for it by name: the
+/// setup of the single-attachment tests. Returns the world, the annotation and the pod.
+fn one_nad_world(name: &str) -> (World, String, PodRef) {
+    let mut w = World::new();
+    let annotation = nads(&mut w, 1);
+    let pod = w.add_pod(name, &[(NETWORKS, &annotation)]);
+    (w, annotation, pod)
+}
+
+/// ADD `pod` with the default config (it must succeed), `check` the world, DEL it, and
+/// nothing of it is left.
+fn add_check_del(w: &World, pod: &PodRef, check: impl FnOnce(&World)) {
+    w.cni("ADD", pod, &w.conf(json!({}))).ok();
+    check(w);
+    w.cni("DEL", pod, &w.conf(json!({}))).ok();
+    w.assert_nothing_left();
+}
+
+/// `verb resource` of every request on pods and their subresources, in order.
+fn pod_requests(w: &World) -> Vec<String> {
+    w.api
+        .requests()
+        .iter()
+        .filter(|r| r.resource.starts_with("pods"))
+        .map(|r| format!("{} {}", r.verb, r.resource))
+        .collect()
+}
+
 fn expected_requests(pod: &str, nads: usize, pod_get: bool) -> Vec<String> {
     let mut lines = Vec::new();
     if pod_get {
@@ -525,9 +553,7 @@ fn nads_are_fetched_concurrently() {
 #[test]
 fn del_without_kubeconfig_succeeds() {
     require_link_type!("macvlan");
-    let mut w = World::new();
-    let annotation = nads(&mut w, 1);
-    let pod = w.add_pod("nokubeconfig", &[(NETWORKS, &annotation)]);
+    let (w, _, pod) = one_nad_world("nokubeconfig");
     w.cni("ADD", &pod, &w.conf(json!({}))).ok();
     std::fs::remove_file(w.path("kubeconfig")).unwrap();
     w.api.clear_requests();
@@ -548,16 +574,14 @@ mod faults {
     #[test]
     fn pod_get_503_twice_is_retried() {
         require_link_type!("macvlan");
-        let mut w = World::new();
-        let annotation = nads(&mut w, 1);
-        let pod = w.add_pod("flaky", &[(NETWORKS, &annotation)]);
+        let (w, _, pod) = one_nad_world("flaky");
         w.api.add_fault(Fault::new(FaultAction::Status(503)).method("GET").path_contains("/pods/").times(2));
-        w.cni("ADD", &pod, &w.conf(json!({}))).ok();
-        let gets = w.request_lines().iter().filter(|l| l.starts_with("GET /api/v1/namespaces/default/pods/")).count();
-        assert_eq!(gets, 3, "{:?}", w.request_lines());
-        assert_eq!(w.network_status(&pod).len(), 2);
-        w.cni("DEL", &pod, &w.conf(json!({}))).ok();
-        w.assert_nothing_left();
+        add_check_del(&w, &pod, |w| {
+            let gets =
+                w.request_lines().iter().filter(|l| l.starts_with("GET /api/v1/namespaces/default/pods/")).count();
+            assert_eq!(gets, 3, "{:?}", w.request_lines());
+            assert_eq!(w.network_status(&pod).len(), 2);
+        });
     }
 
     /// The API server is gone (connection refused): code 11 within the budget, nothing
@@ -565,9 +589,7 @@ mod faults {
     #[test]
     fn api_down_fails_with_try_again_later() {
         require_link_type!("macvlan");
-        let mut w = World::new();
-        let annotation = nads(&mut w, 1);
-        let pod = w.add_pod("unlucky", &[(NETWORKS, &annotation)]);
+        let (w, _, pod) = one_nad_world("unlucky");
         let dead = StandIn::start();
         dead.write_kubeconfig(&w.path("kubeconfig"), "t").unwrap();
         drop(dead);
@@ -616,33 +638,27 @@ mod faults {
     #[test]
     fn pod_gone_at_status_write_is_not_an_error() {
         require_link_type!("macvlan");
-        let mut w = World::new();
-        let annotation = nads(&mut w, 1);
-        let pod = w.add_pod("vanishing", &[(NETWORKS, &annotation)]);
+        let (w, _, pod) = one_nad_world("vanishing");
         w.api.add_fault(Fault::new(FaultAction::Status(404)).method("PATCH").path_contains("/pods/").times(1));
-        w.cni("ADD", &pod, &w.conf(json!({}))).ok();
-        assert_eq!(w.network_status_raw(&pod), None);
-        assert_eq!(w.netns.pod_links().len(), 2);
-        w.cni("DEL", &pod, &w.conf(json!({}))).ok();
-        w.assert_nothing_left();
+        add_check_del(&w, &pod, |w| {
+            assert_eq!(w.network_status_raw(&pod), None);
+            assert_eq!(w.netns.pod_links().len(), 2);
+        });
     }
 
     /// A reset connection on a NAD GET and a 429 on the PATCH are retried.
     #[test]
     fn reset_and_too_many_requests_are_retried() {
         require_link_type!("macvlan");
-        let mut w = World::new();
-        let annotation = nads(&mut w, 1);
-        let pod = w.add_pod("bumpy", &[(NETWORKS, &annotation)]);
+        let (w, _, pod) = one_nad_world("bumpy");
         w.api.add_fault(Fault::new(FaultAction::Reset).path_contains("network-attachment-definitions").times(1));
         w.api.add_fault(Fault::new(FaultAction::Status(429)).method("PATCH").times(1));
-        w.cni("ADD", &pod, &w.conf(json!({}))).ok();
-        assert_eq!(w.network_status(&pod).len(), 2);
-        let lines = w.request_lines();
-        assert_eq!(lines.iter().filter(|l| l.contains("network-attachment-definitions")).count(), 2, "{lines:?}");
-        assert_eq!(lines.iter().filter(|l| l.starts_with("PATCH")).count(), 2, "{lines:?}");
-        w.cni("DEL", &pod, &w.conf(json!({}))).ok();
-        w.assert_nothing_left();
+        add_check_del(&w, &pod, |w| {
+            assert_eq!(w.network_status(&pod).len(), 2);
+            let lines = w.request_lines();
+            assert_eq!(lines.iter().filter(|l| l.contains("network-attachment-definitions")).count(), 2, "{lines:?}");
+            assert_eq!(lines.iter().filter(|l| l.starts_with("PATCH")).count(), 2, "{lines:?}");
+        });
     }
 
     /// Go Multus' stock ClusterRole has no `patch` on pods: we fall back to a PUT of
@@ -651,22 +667,12 @@ mod faults {
     #[test]
     fn patch_forbidden_falls_back_to_update_status_with_conflict_retry() {
         require_link_type!("macvlan");
-        let mut w = World::new();
-        let annotation = nads(&mut w, 1);
+        let (mut w, annotation, pod) = one_nad_world("rbac");
         w.api.deny("patch", "pods");
-        let pod = w.add_pod("rbac", &[(NETWORKS, &annotation)]);
-        w.cni("ADD", &pod, &w.conf(json!({}))).ok();
-        assert_eq!(w.network_status(&pod).len(), 2);
-        let writes: Vec<String> = w
-            .api
-            .requests()
-            .iter()
-            .filter(|r| r.resource.starts_with("pods"))
-            .map(|r| format!("{} {}", r.verb, r.resource))
-            .collect();
-        assert_eq!(writes, vec!["get pods", "patch pods", "update pods/status"]);
-        w.cni("DEL", &pod, &w.conf(json!({}))).ok();
-        w.assert_nothing_left();
+        add_check_del(&w, &pod, |w| {
+            assert_eq!(w.network_status(&pod).len(), 2);
+            assert_eq!(pod_requests(w), vec!["get pods", "patch pods", "update pods/status"]);
+        });
 
         let ns2 = w.extra_netns();
         let pod2 = w.add_pod("rbac-conflict", &[(NETWORKS, &annotation)]);
@@ -674,15 +680,8 @@ mod faults {
         w.api.add_fault(Fault::new(FaultAction::Status(409)).method("PUT").path_contains("/status").times(1));
         w.cni_in("ADD", &pod2, &ns2, &w.conf(json!({}))).ok();
         assert_eq!(w.network_status(&pod2).len(), 2);
-        let writes: Vec<String> = w
-            .api
-            .requests()
-            .iter()
-            .filter(|r| r.resource.starts_with("pods"))
-            .map(|r| format!("{} {}", r.verb, r.resource))
-            .collect();
         assert_eq!(
-            writes,
+            pod_requests(&w),
             vec!["get pods", "update pods/status", "get pods", "update pods/status"],
             "learnt on the first ADD: no PATCH known to fail"
         );
@@ -818,9 +817,7 @@ fn slow_delegates_do_not_eat_the_api_budget() {
 #[test]
 fn status_is_not_written_onto_a_recreated_pod() {
     require_link_type!("macvlan");
-    let mut w = World::new();
-    let annotation = nads(&mut w, 1);
-    let mut pod = w.add_pod("reborn", &[(NETWORKS, &annotation)]);
+    let (w, annotation, mut pod) = one_nad_world("reborn");
     pod.uid = "uid-of-the-old-incarnation".into();
     let conf = w.conf_with_runtime_annotations(&[(NETWORKS, annotation.as_str())].into_iter().collect());
     let run = w.cni("ADD", &pod, &conf);
@@ -897,9 +894,7 @@ fn event_failures_do_not_fail_the_add() {
 #[test]
 fn del_without_any_cache_rebuilds_from_the_api() {
     require_link_type!("macvlan");
-    let mut w = World::new();
-    let annotation = nads(&mut w, 1);
-    let pod = w.add_pod("amnesia", &[(NETWORKS, &annotation)]);
+    let (w, _, pod) = one_nad_world("amnesia");
     let conf = w.conf(json!({}));
     w.cni("ADD", &pod, &conf).ok();
     std::fs::remove_dir_all(w.path("multus")).unwrap();
@@ -922,9 +917,7 @@ fn del_without_any_cache_rebuilds_from_the_api() {
 fn del_without_cache_and_hanging_api_still_deletes_the_primary() {
     require_link_type!("macvlan");
     use kube_standin::{Fault, FaultAction};
-    let mut w = World::new();
-    let annotation = nads(&mut w, 1);
-    let pod = w.add_pod("stranded", &[(NETWORKS, &annotation)]);
+    let (w, _, pod) = one_nad_world("stranded");
     let conf = w.conf(json!({}));
     w.cni("ADD", &pod, &conf).ok();
     std::fs::remove_dir_all(w.path("multus")).unwrap();
@@ -1072,9 +1065,7 @@ fn unreachable_default_route_gateway_rolls_back() {
 #[test]
 fn del_without_cache_and_nad_gone_tears_down_primary_without_events() {
     require_link_type!("macvlan");
-    let mut w = World::new();
-    let annotation = nads(&mut w, 1);
-    let pod = w.add_pod("orphan", &[(NETWORKS, &annotation)]);
+    let (w, _, pod) = one_nad_world("orphan");
     let conf = w.conf(json!({}));
     w.cni("ADD", &pod, &conf).ok();
     let events_after_add = w.api.events().len();
@@ -1164,9 +1155,7 @@ fn grammar_details_reach_the_plugins() {
 #[test]
 fn legacy_networks_status_key_is_opt_in() {
     require_link_type!("macvlan");
-    let mut w = World::new();
-    let annotation = nads(&mut w, 1);
-    let pod = w.add_pod("legacy", &[(NETWORKS, &annotation)]);
+    let (w, annotation, pod) = one_nad_world("legacy");
     let conf = w.conf(json!({"writeLegacyNetworksStatus": true}));
     w.cni("ADD", &pod, &conf).ok();
     let anns = w.api.pod("default", "legacy").unwrap()["metadata"]["annotations"].clone();
