@@ -18,10 +18,9 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -51,12 +50,8 @@ fn vm_hwm_kib(pid: i32) -> Option<u64> {
 /// only to stop it at its exit and read its VmHWM. Killed after `TIME_LIMIT * 2`.
 fn run_measured_to(env: &BTreeMap<String, String>, stdin: &[u8], stdout_file: Option<&Path>) -> Measured {
     let started = Instant::now();
-    let mut cmd = Command::new(multus_bin());
-    cmd.env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        .envs(env)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = plugin_command(env);
+    cmd.stderr(Stdio::piped());
     match stdout_file {
         Some(p) => cmd.stdout(std::fs::OpenOptions::new().append(true).create(true).open(p).unwrap()),
         None => cmd.stdout(Stdio::piped()),
@@ -68,22 +63,7 @@ fn run_measured_to(env: &BTreeMap<String, String>, stdin: &[u8], stdout_file: Op
     // ptrace requests must come from the thread that spawned the tracee: all here.
     let mut child = cmd.spawn().expect("spawn multus");
     let pid = Pid::from_raw(child.id() as i32);
-    let mut w = child.stdin.take().unwrap();
-    let input = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = w.write_all(&input);
-    });
-    let drain = |r: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut b = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut b);
-            }
-            b
-        })
-    };
-    let out_reader = drain(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
-    let err_reader = drain(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let pipes = Pipes::attach(&mut child, stdin);
     let done = Arc::new(AtomicBool::new(false));
     let watchdog = {
         let done = done.clone();
@@ -121,13 +101,8 @@ fn run_measured_to(env: &BTreeMap<String, String>, stdin: &[u8], stdout_file: Op
     };
     done.store(true, Ordering::SeqCst);
     let _ = watchdog.join();
-    let _ = writer.join();
-    let stdout = String::from_utf8_lossy(&out_reader.join().unwrap()).into_owned();
-    let stderr = String::from_utf8_lossy(&err_reader.join().unwrap()).into_owned();
-    let docs = serde_json::Deserializer::from_str(&stdout)
-        .into_iter::<Value>()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout:?}\nstderr: {stderr}"));
+    let (stdout, stderr) = pipes.finish();
+    let docs = stdout_documents(&stdout, &stderr);
     Measured { out: Outcome { exit_code: code, stdout, stderr, docs, elapsed: started.elapsed() }, peak_kib: peak }
 }
 

@@ -7,8 +7,9 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The plugin under test.
@@ -247,43 +248,69 @@ impl Invocation {
     }
 }
 
-/// Start the plugin as a runtime does: a clean environment (a fixed PATH only) plus `env`,
-/// stdin piped; counted in [`PLUGIN_RUNS`].
-fn start_plugin(env: &BTreeMap<String, String>, stdout: Stdio, stderr: Stdio) -> std::process::Child {
+/// The plugin as a runtime starts it: a clean environment (a fixed PATH only) plus `env`,
+/// stdin piped; stdout and stderr are the caller's to set. Counted in [`PLUGIN_RUNS`].
+pub fn plugin_command(env: &BTreeMap<String, String>) -> Command {
     PLUGIN_RUNS.fetch_add(1, Ordering::SeqCst);
-    Command::new(multus_bin())
-        .env_clear()
+    let mut cmd = Command::new(multus_bin());
+    cmd.env_clear()
         .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
         .envs(env)
-        .stdin(Stdio::piped())
-        .stdout(stdout)
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn multus")
+        .stdin(Stdio::piped());
+    cmd
+}
+
+/// A started plugin's stdin written, and its stdout and stderr (where piped) drained, on
+/// threads of their own: neither side can block the other.
+pub struct Pipes {
+    writer: JoinHandle<()>,
+    out: JoinHandle<Vec<u8>>,
+    err: JoinHandle<Vec<u8>>,
+}
+
+impl Pipes {
+    pub fn attach(child: &mut Child, stdin: &[u8]) -> Pipes {
+        let mut w = child.stdin.take().expect("stdin piped");
+        let input = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = w.write_all(&input); // the plugin may stop reading early: not our concern
+        });
+        Pipes { writer, out: drain(child.stdout.take()), err: drain(child.stderr.take()) }
+    }
+
+    /// Wait for the threads (after the plugin exited): `(stdout, stderr)`.
+    pub fn finish(self) -> (String, String) {
+        let _ = self.writer.join();
+        let text = |h: JoinHandle<Vec<u8>>| String::from_utf8_lossy(&h.join().unwrap()).into_owned();
+        (text(self.out), text(self.err))
+    }
+}
+
+/// Everything `r` yields until EOF (nothing when there is no pipe).
+fn drain(r: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut b = Vec::new();
+        if let Some(mut r) = r {
+            let _ = r.read_to_end(&mut b);
+        }
+        b
+    })
+}
+
+/// Every JSON document on `stdout`; panics (showing `stderr`) when stdout is not JSON.
+pub fn stdout_documents(stdout: &str, stderr: &str) -> Vec<Value> {
+    serde_json::Deserializer::from_str(stdout)
+        .into_iter::<Value>()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout:?}\nstderr: {stderr}"))
 }
 
 /// Run the plugin with exactly `env` (plus PATH) and `stdin`; kill it after
 /// [`RUN_TIMEOUT`].
 pub fn run_plugin(env: &BTreeMap<String, String>, stdin: &[u8]) -> Outcome {
     let started = Instant::now();
-    let mut child = start_plugin(env, Stdio::piped(), Stdio::piped());
-    let mut w = child.stdin.take().unwrap();
-    let input = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = w.write_all(&input); // the plugin may stop reading early: not our concern
-    });
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let reader_out = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = out.read_to_end(&mut b);
-        b
-    });
-    let reader_err = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = err.read_to_end(&mut b);
-        b
-    });
+    let mut child = plugin_command(env).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn multus");
+    let pipes = Pipes::attach(&mut child, stdin);
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {
             break s;
@@ -295,13 +322,8 @@ pub fn run_plugin(env: &BTreeMap<String, String>, stdin: &[u8]) -> Outcome {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let _ = writer.join();
-    let stdout = String::from_utf8_lossy(&reader_out.join().unwrap()).into_owned();
-    let stderr = String::from_utf8_lossy(&reader_err.join().unwrap()).into_owned();
-    let docs = serde_json::Deserializer::from_str(&stdout)
-        .into_iter::<Value>()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout:?}\nstderr: {stderr}"));
+    let (stdout, stderr) = pipes.finish();
+    let docs = stdout_documents(&stdout, &stderr);
     Outcome { exit_code: status.code().unwrap_or(-1), stdout, stderr, docs, elapsed: started.elapsed() }
 }
 
@@ -329,7 +351,7 @@ impl Drop for Tally {
 pub fn spawn_plugin(env: &BTreeMap<String, String>, stdin: &[u8], out_dir: &Path) -> std::process::Child {
     let stdout = std::fs::File::create(out_dir.join("spawned.stdout")).unwrap();
     let stderr = std::fs::File::create(out_dir.join("spawned.stderr")).unwrap();
-    let mut child = start_plugin(env, stdout.into(), stderr.into());
+    let mut child = plugin_command(env).stdout(stdout).stderr(stderr).spawn().expect("spawn multus");
     let mut w = child.stdin.take().unwrap();
     w.write_all(stdin).expect("write stdin");
     drop(w);
