@@ -154,6 +154,11 @@ impl World {
         Invocation::new(cmd, &self.cid, &self.ns.path)
     }
 
+    /// `cmd` with our config naming `kubeconfig`, and the check after the run.
+    fn with_kubeconfig(&self, cmd: &str, kubeconfig: &Path, after: After) -> (Invocation, Value, After) {
+        (self.inv(cmd), self.conf("1.0.0", json!({"kubeconfig": kubeconfig})), after)
+    }
+
     fn mkdirs(&self) {
         std::fs::create_dir_all(self.dir.cni_dir.join("results")).unwrap();
     }
@@ -641,25 +646,25 @@ fn api_for(w: &World) -> PathBuf {
     p
 }
 
+/// ADD with a kubeconfig that `make` put at `name` (a FIFO, a device): refused before
+/// any delegate runs.
+fn special_kubeconfig(w: &World, name: &str, make: fn(&Path)) -> (Invocation, Value, After) {
+    let p = w.dir.tmp.path().join(name);
+    make(&p);
+    w.with_kubeconfig("ADD", &p, no_delegate())
+}
+
 fn limits_cases() -> Vec<Case> {
     vec![
         Case {
             name: "ADD: kubeconfig is a FIFO: refused at once (code 101)",
             expect: Expect::Code(101),
-            run: |w| {
-                let p = w.dir.tmp.path().join("kc-fifo");
-                mkfifo(&p);
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": p})), no_delegate())
-            },
+            run: |w| special_kubeconfig(w, "kc-fifo", mkfifo),
         },
         Case {
             name: "ADD: kubeconfig is a character device (endless): refused (code 101)",
             expect: Expect::Code(101),
-            run: |w| {
-                let p = w.dir.tmp.path().join("kc-zero");
-                mkchar(&p);
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": p})), no_delegate())
-            },
+            run: |w| special_kubeconfig(w, "kc-zero", mkchar),
         },
         Case {
             name: "ADD: kubeconfig over maxConfigFileBytes names the key (code 5)",
@@ -667,11 +672,7 @@ fn limits_cases() -> Vec<Case> {
             run: |w| {
                 let p = w.dir.tmp.path().join("kc-big");
                 std::fs::write(&p, vec![b'#'; 8 << 20]).unwrap();
-                (
-                    w.inv("ADD"),
-                    w.conf("1.0.0", json!({"kubeconfig": p})),
-                    check(|_, o| expect_in(&o.stdout, "maxConfigFileBytes")),
-                )
+                w.with_kubeconfig("ADD", &p, check(|_, o| expect_in(&o.stdout, "maxConfigFileBytes")))
             },
         },
         Case {
@@ -737,7 +738,7 @@ fn limits_cases() -> Vec<Case> {
                         r#"echo '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"mrs-exec-token"}}'"#,
                     )
                 });
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), no_check())
+                w.with_kubeconfig("ADD", &kc, no_check())
             },
         },
         Case {
@@ -861,7 +862,7 @@ fn limits_cases() -> Vec<Case> {
             run: |w| {
                 let p = w.dir.tmp.path().join("kc-fifo");
                 mkfifo(&p);
-                (w.inv("DEL"), w.conf("1.0.0", json!({"kubeconfig": p})), no_check())
+                w.with_kubeconfig("DEL", &p, no_check())
             },
         },
     ]
@@ -1176,6 +1177,14 @@ fn refused_naming(key: &'static str, max_gets: usize) -> After {
     })
 }
 
+/// A pod asking for `net-a`, and an API that answers the requests `select` picks out
+/// with an endless body.
+fn endless_body(w: &World, select: fn(kube_standin::Fault) -> kube_standin::Fault) -> PathBuf {
+    let kc = pod_api(w, "net-a", &[("net-a", json!({}))]);
+    with_api(|a| a.standin.add_fault(select(kube_standin::Fault::new(kube_standin::FaultAction::EndlessBody))));
+    kc
+}
+
 fn pod_author_cases() -> Vec<Case> {
     vec![
         Case {
@@ -1183,7 +1192,7 @@ fn pod_author_cases() -> Vec<Case> {
             expect: Expect::Code(7),
             run: |w| {
                 let kc = pod_api(w, &listed("net-a", 5000), &[("net-a", json!({}))]);
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxAttachments", 0))
+                w.with_kubeconfig("ADD", &kc, refused_naming("maxAttachments", 0))
             },
         },
         Case {
@@ -1192,7 +1201,7 @@ fn pod_author_cases() -> Vec<Case> {
             run: |w| {
                 let names: Vec<String> = (0..5000).map(|i| format!("missing-{i}")).collect();
                 let kc = pod_api(w, &names.join(","), &[]);
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxAttachments", 0))
+                w.with_kubeconfig("ADD", &kc, refused_naming("maxAttachments", 0))
             },
         },
         Case {
@@ -1202,7 +1211,7 @@ fn pod_author_cases() -> Vec<Case> {
                 let list: Vec<Value> =
                     (0..3000).map(|i| json!({"name": "net-a", "interface": format!("x{i}")})).collect();
                 let kc = pod_api(w, &Value::Array(list).to_string(), &[("net-a", json!({}))]);
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxAttachments", 0))
+                w.with_kubeconfig("ADD", &kc, refused_naming("maxAttachments", 0))
             },
         },
         Case {
@@ -1220,7 +1229,7 @@ fn pod_author_cases() -> Vec<Case> {
                         n => Err(format!("{n} NAD GETs for one NAD listed 63 times")),
                     }
                 });
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), after)
+                w.with_kubeconfig("ADD", &kc, after)
             },
         },
         Case {
@@ -1228,7 +1237,7 @@ fn pod_author_cases() -> Vec<Case> {
             expect: Expect::Code(7),
             run: |w| {
                 let kc = pod_api(w, &listed("net-a", 64), &[("net-a", json!({}))]);
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxAttachments", 0))
+                w.with_kubeconfig("ADD", &kc, refused_naming("maxAttachments", 0))
             },
         },
         Case {
@@ -1279,7 +1288,7 @@ fn pod_author_cases() -> Vec<Case> {
                         n => Err(format!("{n} delegate calls, 64 expected")),
                     }
                 });
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), after)
+                w.with_kubeconfig("ADD", &kc, after)
             },
         },
         Case {
@@ -1287,7 +1296,7 @@ fn pod_author_cases() -> Vec<Case> {
             expect: Expect::Code(7),
             run: |w| {
                 let kc = pod_api(w, "big", &[("big", pad(300 << 10))]);
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxNadConfigBytes", 1))
+                w.with_kubeconfig("ADD", &kc, refused_naming("maxNadConfigBytes", 1))
             },
         },
         Case {
@@ -1307,7 +1316,7 @@ fn pod_author_cases() -> Vec<Case> {
             expect: Expect::Code(7),
             run: |w| {
                 let kc = pod_api(w, &listed("big", 63), &[("big", pad(200 << 10))]);
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxCacheFileBytes", 1))
+                w.with_kubeconfig("ADD", &kc, refused_naming("maxCacheFileBytes", 1))
             },
         },
         Case {
@@ -1326,7 +1335,7 @@ fn pod_author_cases() -> Vec<Case> {
                         (g, c) => Err(format!("{g} NAD GETs, {c} delegate calls")),
                     }
                 });
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), after)
+                w.with_kubeconfig("ADD", &kc, after)
             },
         },
         Case {
@@ -1338,7 +1347,7 @@ fn pod_author_cases() -> Vec<Case> {
                     (1, 48) => Ok(()),
                     (g, c) => Err(format!("{g} NAD GETs, {c} delegate calls")),
                 });
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), after)
+                w.with_kubeconfig("ADD", &kc, after)
             },
         },
         Case {
@@ -1375,36 +1384,23 @@ fn pod_author_cases() -> Vec<Case> {
                         n => Err(format!("{n} delegate calls, the primary's DEL expected")),
                     }
                 });
-                (w.inv("DEL"), w.conf("1.0.0", json!({"kubeconfig": kc})), after)
+                w.with_kubeconfig("DEL", &kc, after)
             },
         },
         Case {
             name: "ADD: the pod GET answers an endless body: maxApiBodyBytes (code 101)",
             expect: Expect::Code(101),
             run: |w| {
-                let kc = pod_api(w, "net-a", &[("net-a", json!({}))]);
-                with_api(|a| {
-                    a.standin.add_fault(
-                        kube_standin::Fault::new(kube_standin::FaultAction::EndlessBody)
-                            .method("GET")
-                            .path_contains("/pods/"),
-                    )
-                });
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxApiBodyBytes", 0))
+                let kc = endless_body(w, |f| f.method("GET").path_contains("/pods/"));
+                w.with_kubeconfig("ADD", &kc, refused_naming("maxApiBodyBytes", 0))
             },
         },
         Case {
             name: "ADD: a NAD GET answers an endless body: maxApiBodyBytes (code 101)",
             expect: Expect::Code(101),
             run: |w| {
-                let kc = pod_api(w, "net-a", &[("net-a", json!({}))]);
-                with_api(|a| {
-                    a.standin.add_fault(
-                        kube_standin::Fault::new(kube_standin::FaultAction::EndlessBody)
-                            .path_contains("network-attachment-definitions"),
-                    )
-                });
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxApiBodyBytes", 1))
+                let kc = endless_body(w, |f| f.path_contains("network-attachment-definitions"));
+                w.with_kubeconfig("ADD", &kc, refused_naming("maxApiBodyBytes", 1))
             },
         },
         Case {
