@@ -127,26 +127,27 @@ fn openssl(dir: &Path, args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// `openssl req` arguments for a new P-256 key without a passphrase.
+const NEW_EC_KEY: &[&str] = &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+
 fn ca(dir: &Path, name: &str) -> bool {
     openssl(
         dir,
         &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            &format!("/CN={name}"),
-            "-days",
-            "2",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.crt"),
-        ],
+            &["req", "-x509"],
+            NEW_EC_KEY,
+            &[
+                "-subj",
+                &format!("/CN={name}"),
+                "-days",
+                "2",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.crt"),
+            ],
+        ]
+        .concat(),
     )
 }
 
@@ -154,20 +155,7 @@ fn server_cert(dir: &Path, ca_name: &str, san: &str, days: &str) -> bool {
     std::fs::write(dir.join("ext.cnf"), format!("subjectAltName={san}\n")).unwrap();
     openssl(
         dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            "/CN=apiserver",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
+        &[&["req"], NEW_EC_KEY, &["-subj", "/CN=apiserver", "-keyout", "server.key", "-out", "server.csr"]].concat(),
     ) && openssl(
         dir,
         &[

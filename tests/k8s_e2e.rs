@@ -203,30 +203,22 @@ fn namespaced_name_with_ifname_and_same_nad_twice() {
     assert_eq!(w.cache_files(), Vec::<String>::new());
 }
 
+/// The `spec.config` of NAD `name` in a seed's multi-document manifest.
+fn seed_nad_config(manifest: &str, name: &str) -> Value {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(manifest).expect("seed manifest");
+    let nad = docs.iter().find(|d| d["metadata"]["name"] == name).unwrap_or_else(|| panic!("no NAD {name}"));
+    serde_json::from_str(nad["spec"]["config"].as_str().expect("spec.config")).expect("spec.config is JSON")
+}
+
 /// Seed 004's real `ipvlan-conf-1` (ipvlan, master eth1, mode l3): on this node the
 /// delegate fails (no eth1, or no ipvlan in the kernel). Its own error reaches the
 /// runtime with its code, naming the network, and eth0 is rolled back.
 #[test]
 fn seed_ipvlan_failure_is_reported_and_rolled_back() {
     let w = World::new();
-    w.add_nad(
-        "default",
-        "ipvlan-conf-1",
-        &json!({
-            "cniVersion": "0.3.0",
-            "type": "ipvlan",
-            "master": "eth1",
-            "mode": "l3",
-            "ipam": {
-                "type": "host-local",
-                "dataDir": w.p("ipam"),
-                "subnet": "10.0.4.0/24",
-                "rangeStart": "10.0.4.70",
-                "rangeEnd": "10.0.4.80",
-                "gateway": "10.0.4.1"
-            }
-        }),
-    );
+    let mut config = seed_nad_config(include_str!("data/seed-004-ipvlan-nads.yaml"), "ipvlan-conf-1");
+    config["ipam"]["dataDir"] = w.p("ipam").into();
+    w.add_nad("default", "ipvlan-conf-1", &config);
     if support::kernel_has_link_type("ipvlan")
         && std::process::Command::new("ip").args(["link", "show", "eth1"]).output().unwrap().status.success()
     {

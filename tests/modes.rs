@@ -260,13 +260,9 @@ fn gc_fake(mode: Mode) {
     gc["cni.dev/valid-attachments"] = valid.clone();
     verb("GC").run_json(&gc).ok();
     let calls = w.dir.calls();
-    let summary: Vec<_> = calls
-        .iter()
-        .map(|c| (c["command"].as_str().unwrap(), c["name"].as_str().unwrap(), c["containerId"].as_str().unwrap()))
-        .collect();
     assert_eq!(
-        summary,
-        [("DEL", "sec", stale.as_str()), ("DEL", "pri", stale.as_str()), ("GC", "pri", ""), ("GC", "sec", "")]
+        w.dir.call_summary_by("containerId"),
+        [call("DEL", "sec", &stale), call("DEL", "pri", &stale), call("GC", "pri", ""), call("GC", "sec", "")]
     );
     assert_eq!(calls[2]["stdin"]["cni.dev/valid-attachments"], valid);
     assert_eq!(calls[3]["stdin"]["cni.dev/valid-attachments"], json!([{"containerID": keep, "ifname": "net1"}]));

@@ -84,13 +84,9 @@ fn gc_deletes_containers_the_runtime_no_longer_knows() {
     verb("GC").run_json(&gc_conf).ok();
 
     let calls = dir.calls();
-    let summary: Vec<_> = calls
-        .iter()
-        .map(|c| (c["command"].as_str().unwrap(), c["name"].as_str().unwrap(), c["containerId"].as_str().unwrap()))
-        .collect();
     assert_eq!(
-        summary,
-        [("DEL", "fb", stale.as_str()), ("DEL", "fa", stale.as_str()), ("GC", "fa", ""), ("GC", "fb", "")]
+        dir.call_summary_by("containerId"),
+        [call("DEL", "fb", &stale), call("DEL", "fa", &stale), call("GC", "fa", ""), call("GC", "fb", "")]
     );
     assert_eq!(calls[0]["ifname"], "net1");
     assert!(calls[0]["stdin"]["prevResult"]["ips"].is_array(), "DEL replays the cached result");

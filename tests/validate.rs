@@ -61,46 +61,9 @@ spec:
     }'
 "#;
 
-/// C3 (seed 004), verbatim: two ipvlan NADs, one file each in the seed, `---` each.
-const C3: &str = r#"---
-apiVersion: "k8s.cni.cncf.io/v1"
-kind: NetworkAttachmentDefinition
-metadata:
-  name: ipvlan-conf-1
-spec:
-  config: '{
-      "cniVersion": "0.3.0",
-      "type": "ipvlan",
-      "master": "eth1",
-      "mode": "l3",
-      "ipam": {
-        "type": "host-local",
-        "subnet": "10.0.4.0/24",
-        "rangeStart": "10.0.4.70",
-        "rangeEnd": "10.0.4.80",
-        "gateway": "10.0.4.1"
-      }
-    }'
----
-apiVersion: "k8s.cni.cncf.io/v1"
-kind: NetworkAttachmentDefinition
-metadata:
-  name: ipvlan-conf-2
-spec:
-  config: '{
-      "cniVersion": "0.3.0",
-      "type": "ipvlan",
-      "master": "eth2",
-      "mode": "l3",
-      "ipam": {
-        "type": "host-local",
-        "subnet": "10.0.6.0/24",
-        "rangeStart": "10.0.6.70",
-        "rangeEnd": "10.0.6.80",
-        "gateway": "10.0.6.1"
-      }
-    }'
-"#;
+/// C3 (seed 004), verbatim: two ipvlan NADs, one file each in the seed, `---` each (also
+/// the NAD of `k8s_e2e`'s `seed_ipvlan_failure_is_reported_and_rolled_back`).
+const C3: &str = include_str!("data/seed-004-ipvlan-nads.yaml");
 
 /// D3 (seed 001): JSON form with a static address per pod.
 const D3: &str = r#"[{ "name": "macvlan-conf", "ips": [ "10.1.1.101/24" ], "gateway": [ "10.1.1.1" ] }]"#;

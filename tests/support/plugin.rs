@@ -103,13 +103,19 @@ impl TestDir {
 
     /// `(command, network name, ifname)` of every fake call, in order.
     pub fn call_summary(&self) -> Vec<(String, String, String)> {
+        self.call_summary_by("ifname")
+    }
+
+    /// `(command, network name, <key>)` of every fake call, in order (`key` one the fake
+    /// records: `ifname`, `containerId`, ...).
+    pub fn call_summary_by(&self, key: &str) -> Vec<(String, String, String)> {
         self.calls()
             .iter()
             .map(|c| {
                 (
                     c["command"].as_str().unwrap_or_default().to_string(),
                     c["name"].as_str().unwrap_or_default().to_string(),
-                    c["ifname"].as_str().unwrap_or_default().to_string(),
+                    c[key].as_str().unwrap_or_default().to_string(),
                 )
             })
             .collect()
