@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use support::*;
 
 fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
+    repo_path("tests/corpus")
 }
 
 /// The valid configuration `@base` starts from: one fake delegate.

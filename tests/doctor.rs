@@ -2,12 +2,15 @@
 //! cniDir, readiness file) and the Kubernetes API stand-in. The master-link tests create
 //! a real veth pair and need root; they skip with a message otherwise.
 
+mod support;
+
 use kube_standin::{Fault, FaultAction, StandIn};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
+use support::{is_root, multus_cli};
 
 const DEBIAN_PLUGINS: &str = "/usr/lib/cni";
 
@@ -68,8 +71,7 @@ impl Node {
     }
 
     fn doctor(&self, extra: &[&str]) -> Outcome {
-        let out = Command::new(env!("CARGO_BIN_EXE_multus"))
-            .arg("doctor")
+        let out = multus_cli(&["doctor"])
             .arg("--config")
             .arg(self.config())
             .arg("--cni-path")
@@ -289,10 +291,6 @@ fn bad_config_fails_and_stops() {
 // ---------------------------------------------------------------------------------------
 // A real master link (root)
 // ---------------------------------------------------------------------------------------
-
-fn is_root() -> bool {
-    nix::unistd::Uid::effective().is_root()
-}
 
 /// A veth pair with a name unique to this process and test; deleted on drop.
 struct Veth {

@@ -7,7 +7,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{PRIMARY, PodRef, World};
+use support::{Api, PRIMARY, PodRef, World};
 
 const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
 
@@ -559,7 +559,7 @@ fn del_without_kubeconfig_succeeds() {
 
 mod faults {
     use super::*;
-    use kube_standin::{Fault, FaultAction, StandIn};
+    use kube_standin::{Fault, FaultAction};
     use std::time::Duration;
 
     /// Two 503s on the pod GET are retried; the ADD succeeds.
@@ -582,9 +582,7 @@ mod faults {
     fn api_down_fails_with_try_again_later() {
         require_link_type!("macvlan");
         let (w, _, pod) = one_nad_world("unlucky");
-        let dead = StandIn::start();
-        dead.write_kubeconfig(&w.path("kubeconfig"), "t").unwrap();
-        drop(dead);
+        drop(Api::start_at(w.path("kubeconfig"), "t".into()));
         let run = w.cni("ADD", &pod, &w.conf(json!({"apiTimeoutSeconds": 2})));
         let (code, msg) = run.err();
         assert_eq!(code, 11, "{msg}");
@@ -1063,9 +1061,8 @@ fn del_without_cache_and_nad_gone_tears_down_primary_without_events() {
     let events_after_add = w.api.events().len();
     std::fs::remove_dir_all(w.path("multus")).unwrap();
     // The NAD disappears: replace the API with one that only knows the pod.
-    let fresh = kube_standin::StandIn::start();
-    fresh.add_pod(w.api.pod("default", "orphan").unwrap());
-    fresh.write_kubeconfig(&w.path("kubeconfig"), "t").unwrap();
+    let fresh = Api::start_at(w.path("kubeconfig"), "t".into());
+    fresh.standin.add_pod(w.api.pod("default", "orphan").unwrap());
     w.cni("DEL", &pod, &conf).ok();
     assert!(w.netns.pod_links().iter().all(|l| l.name != "eth0"), "{:?}", w.netns.pod_links());
     assert!(w.leases().iter().all(|l| !l.starts_with(PRIMARY)), "{:?}", w.leases());

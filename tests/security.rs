@@ -371,7 +371,7 @@ fn namespace_isolation_covers_both_annotations() {
 
 /// `(apiGroup, resource, verb)` granted by the ClusterRole of the DaemonSet manifest.
 fn granted() -> BTreeSet<(String, String, String)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deployments/multus-daemonset.yml");
+    let path = repo_path("deployments/multus-daemonset.yml");
     let docs: Vec<Value> = serde_saphyr::from_multiple(&std::fs::read_to_string(path).unwrap()).unwrap();
     let role = docs.iter().find(|d| d["kind"] == "ClusterRole").expect("a ClusterRole");
     let mut out = BTreeSet::new();

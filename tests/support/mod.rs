@@ -27,7 +27,7 @@ pub mod plugin;
 #[allow(unused_imports)]
 pub use {files::*, kube::*, leaks::*, netns::*, plugin::*};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -51,14 +51,14 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
-fn is_root() -> bool {
-    // std has no geteuid; /proc/self/status says it without libc.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
+/// Whether the tests run as (effective) root.
+pub fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// `rel` in this repository (examples, deployments, test data).
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
 /// Skip the calling test (return early) when not root or the plugins are missing.

@@ -17,6 +17,14 @@ pub fn multus_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_multus"))
 }
 
+/// The binary as an operator runs it (`multus install|doctor|validate|agent ...`): with
+/// CNI_COMMAND removed, so that it is never taken for a plugin call.
+pub fn multus_cli(args: &[&str]) -> Command {
+    let mut cmd = Command::new(multus_bin());
+    cmd.args(args).env_remove("CNI_COMMAND");
+    cmd
+}
+
 /// The fake delegate (`examples/fake_delegate.rs`). `cargo test` builds examples, but
 /// `cargo test --test NAME` does not: then build them first (`cargo build --examples`).
 /// (Building from here is no option: a nested cargo invalidates the outer build.)
@@ -28,7 +36,7 @@ pub fn fake_delegate_bin() -> PathBuf {
          neither `cargo test --test NAME` nor `cargo test --all-targets` does)",
         bin.display()
     );
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fake_delegate.rs");
+    let src = super::repo_path("examples/fake_delegate.rs");
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     if let (Some(b), Some(s)) = (modified(&bin), modified(&src))
         && s > b
