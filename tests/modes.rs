@@ -25,10 +25,6 @@ enum Mode {
 const NAD: &str = "modes-primary";
 
 /// The environment libcni gives STATUS and GC: no container, netns or interface.
-fn verb(command: &str) -> Invocation {
-    Invocation::new(command, "", "").unset("CNI_CONTAINERID").unset("CNI_NETNS").unset("CNI_IFNAME").unset("CNI_ARGS")
-}
-
 fn write_json(path: &std::path::Path, v: &Value) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, v.to_string()).unwrap();
@@ -223,7 +219,7 @@ fn gc_real(mode: Mode) {
     assert_eq!(lease_counts(&w), (2, 2));
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": keep, "ifname": "eth0"}]);
-    verb("GC").run_json(&gc).ok();
+    Invocation::node_wide("GC").run_json(&gc).ok();
     assert_eq!(lease_counts(&w), (1, 1));
     assert!(ns_stale.link("eth0").is_none() && ns_stale.link("net1").is_none());
     assert!(ns_keep.link("eth0").is_some() && ns_keep.link("net1").is_some());
@@ -236,11 +232,11 @@ fn gc_real(mode: Mode) {
 fn status_fake(mode: Mode) {
     let w = World::new(mode);
     let conf = w.conf("1.1.0", w.dir.fake("pri", "1.1.0", json!({})), None, json!({}));
-    verb("STATUS").run_json(&conf).ok();
+    Invocation::node_wide("STATUS").run_json(&conf).ok();
     assert_eq!(w.dir.call_summary(), [call("STATUS", "pri", "")]);
     let w = World::new(mode);
     let conf = w.conf("1.1.0", w.dir.fake("pri", "1.1.0", json!({"status": "fail50"})), None, json!({}));
-    verb("STATUS").run_json(&conf).err(50);
+    Invocation::node_wide("STATUS").run_json(&conf).err(50);
 }
 
 /// GC reaches the primary with the runtime's list and the secondary with the kept pod's
@@ -258,7 +254,7 @@ fn gc_fake(mode: Mode) {
     let mut gc = conf.clone();
     let valid = json!([{"containerID": keep, "ifname": "eth0"}]);
     gc["cni.dev/valid-attachments"] = valid.clone();
-    verb("GC").run_json(&gc).ok();
+    Invocation::node_wide("GC").run_json(&gc).ok();
     let calls = w.dir.calls();
     assert_eq!(
         w.dir.call_summary_by("containerId"),
@@ -374,7 +370,7 @@ fn nad_api_down_nothing_known_del_succeeds_status_is_50() {
     run.ok();
     assert!(run.stderr.contains(NAD) && run.stderr.contains("not deleted"), "{}", run.stderr);
     assert_eq!(lease_counts(&w), (1, 0), "the default network is released, the unknown primary is not");
-    let e = verb("STATUS").run_json(&conf).err(50);
+    let e = Invocation::node_wide("STATUS").run_json(&conf).err(50);
     assert!(e["msg"].as_str().unwrap().contains(NAD), "{e}");
 }
 

@@ -238,6 +238,15 @@ impl Invocation {
         Invocation { env }
     }
 
+    /// A node-wide `command` (STATUS, GC): no container, netns, ifname or CNI_ARGS.
+    pub fn node_wide(command: &str) -> Invocation {
+        Invocation::new(command, "", "")
+            .unset("CNI_CONTAINERID")
+            .unset("CNI_NETNS")
+            .unset("CNI_IFNAME")
+            .unset("CNI_ARGS")
+    }
+
     /// The same invocation with another command.
     pub fn command(&self, command: &str) -> Invocation {
         self.clone().set("CNI_COMMAND", command)
