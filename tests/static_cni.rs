@@ -345,7 +345,7 @@ fn seed_a_calico_config_fails_cleanly_without_calico() {
     let msg = e["msg"].as_str().unwrap();
     assert!(msg.contains(r#"failed to find plugin "calico""#), "{msg}");
     assert_eq!(e["cniVersion"], "0.3.1");
-    assert!(dir.cache_files().is_empty(), "{:?}", dir.cache_files());
+    dir.assert_no_cache_files();
     assert!(!dir.cni_dir.exists(), "nothing created in cniDir");
     assert_eq!(ns.link_names(), ["lo"]);
     // DEL of that pod falls back to the static delegates: it may only complain about

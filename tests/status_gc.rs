@@ -96,7 +96,7 @@ fn gc_deletes_containers_the_runtime_no_longer_knows() {
     // an empty list: nothing is valid any more
     gc_conf["cni.dev/valid-attachments"] = json!([]);
     Invocation::node_wide("GC").run_json(&gc_conf).ok();
-    assert!(dir.cache_files().is_empty(), "{:?}", dir.cache_files());
+    dir.assert_no_cache_files();
 }
 
 /// A stale container whose DEL fails keeps its scratch cache for the next GC.
@@ -114,7 +114,7 @@ fn gc_keeps_what_it_could_not_delete() {
     assert!(e["msg"].as_str().unwrap().contains(&cid), "{e}");
     assert!(dir.scratch_cache(&cid).exists());
     Invocation::node_wide("GC").run_json(&gc_conf).ok();
-    assert!(dir.cache_files().is_empty(), "{:?}", dir.cache_files());
+    dir.assert_no_cache_files();
 }
 
 #[test]

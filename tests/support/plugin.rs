@@ -134,6 +134,13 @@ impl TestDir {
         files_under(&self.cni_dir)
     }
 
+    /// Nothing left in cniDir.
+    #[track_caller]
+    pub fn assert_no_cache_files(&self) {
+        let files = self.cache_files();
+        assert!(files.is_empty(), "{files:?}");
+    }
+
     pub fn scratch_cache(&self, cid: &str) -> PathBuf {
         self.cni_dir.join(cid)
     }
