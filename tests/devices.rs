@@ -427,17 +427,7 @@ fn socket_and_checkpoint_absent_is_try_again_later() {
 fn host_device_acts_on_the_injected_pci_address() {
     let s = Setup::new();
     let link = format!("sriov{}", &s.w.id);
-    support::ip(&["link", "add", &link, "type", "veth", "peer", "name", &format!("{link}p")]);
-    struct Cleanup(String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["link", "del", &self.0])
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
-    let _cleanup = Cleanup(link.clone());
+    let _link = support::HostLink::veth(&link, &format!("{link}p"));
     let pod = s.w.add_pod("sriovhostdev", &[(NETWORKS, "sriov-net")]);
     s.add_nad("sriov-net", &json!({"cniVersion": "0.3.1", "type": "host-device", "device": link}), Some(RESOURCE));
     let _kubelet = KubeletServer::start(

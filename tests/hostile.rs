@@ -138,10 +138,8 @@ impl World {
         std::fs::create_dir_all(&outside).unwrap();
         let canary = outside.join("canary");
         std::fs::write(&canary, CANARY).unwrap();
-        let host_link = unique("hst");
-        ns.own_host_link(&host_link);
-        // a veth pair (the kernel here may lack the dummy type); deleting one end deletes both
-        sh(&["ip", "link", "add", &host_link, "type", "veth", "peer", "name", &unique("hsp")]);
+        // a veth pair (the kernel here may lack the dummy type)
+        let host_link = ns.own(HostLink::veth(&unique("hst"), &unique("hsp")));
         World { dir, ns, cid: format!("hostile-{}", unique("c")), outside, canary, host_link }
     }
 

@@ -14,7 +14,42 @@ use std::sync::atomic::Ordering;
 pub struct Netns {
     pub name: String,
     pub path: String,
-    host_links: std::cell::RefCell<Vec<String>>,
+    host_links: std::cell::RefCell<Vec<HostLink>>,
+}
+
+/// A host link a test made or answers for (a veth pair: deleting one end deletes both;
+/// a bridge a plugin created); deleted on Drop, also when the test panicked.
+pub struct HostLink {
+    pub name: String,
+}
+
+impl HostLink {
+    /// Delete `name`, made by someone else, on Drop.
+    pub fn adopt(name: &str) -> HostLink {
+        HostLink { name: name.to_string() }
+    }
+
+    /// The host veth pair `name`/`peer`, both ends down.
+    pub fn veth(name: &str, peer: &str) -> HostLink {
+        let link = HostLink::adopt(name);
+        sh(&["ip", "link", "add", name, "type", "veth", "peer", "name", peer]);
+        link
+    }
+
+    /// The host veth pair `name`/`peer`, both ends UP (a macvlan on a veth whose peer is
+    /// down gets nothing).
+    pub fn veth_up(name: &str, peer: &str) -> HostLink {
+        let link = HostLink::veth(name, peer);
+        sh(&["ip", "link", "set", name, "up"]);
+        sh(&["ip", "link", "set", peer, "up"]);
+        link
+    }
+}
+
+impl Drop for HostLink {
+    fn drop(&mut self) {
+        sh_quiet(&["ip", "link", "del", &self.name]);
+    }
 }
 
 impl Netns {
@@ -30,9 +65,16 @@ impl Netns {
         Netns { path: format!("/var/run/netns/{name}"), name, host_links: Default::default() }
     }
 
-    /// Delete host link `name` on Drop (a bridge a plugin created, a veth we made).
+    /// Delete host link `name` on Drop (a bridge a plugin created).
     pub fn own_host_link(&self, name: &str) {
-        self.host_links.borrow_mut().push(name.to_string());
+        self.own(HostLink::adopt(name));
+    }
+
+    /// Delete `link` on Drop, after the netns; returns its name.
+    pub fn own(&self, link: HostLink) -> String {
+        let name = link.name.clone();
+        self.host_links.borrow_mut().push(link);
+        name
     }
 
     /// A host veth pair, both ends UP (a working macvlan parent); returns the end to use.
@@ -40,14 +82,10 @@ impl Netns {
         self.host_veth_pair(&unique("mva"), &unique("mvb"))
     }
 
-    /// The host veth pair `name`/`peer`, both ends UP (a macvlan on a veth whose peer is
-    /// down gets nothing), deleted on Drop; returns `name`.
+    /// The host veth pair `name`/`peer`, both ends UP ([`HostLink::veth_up`]), deleted on
+    /// Drop; returns `name`.
     pub fn host_veth_pair(&self, name: &str, peer: &str) -> String {
-        self.own_host_link(name);
-        sh(&["ip", "link", "add", name, "type", "veth", "peer", "name", peer]);
-        sh(&["ip", "link", "set", name, "up"]);
-        sh(&["ip", "link", "set", peer, "up"]);
-        name.to_string()
+        self.own(HostLink::veth_up(name, peer))
     }
 
     /// A link named `ifname` inside the netns (a veth pair with both ends inside).
@@ -114,9 +152,7 @@ impl Default for Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         sh_quiet(&["ip", "netns", "del", &self.name]);
-        for l in self.host_links.borrow().iter() {
-            sh_quiet(&["ip", "link", "del", l]);
-        }
+        // The host links go after it (each one's Drop), in the order they were owned.
     }
 }
 
