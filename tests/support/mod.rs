@@ -3,7 +3,8 @@
 //! the fake delegate, the Kubernetes API stand-in, and views of what ended up in a netns,
 //! in host-local's lease dir and in our caches.
 //!
-//! - [`netns`]: the netns guard, host veths, the one `ip -j addr` parser, link-type probes;
+//! - [`netns`]: the netns guard, the host-link guard, the one `ip -j addr` parser,
+//!   link-type probes;
 //! - [`files`]: host-local's leases, files under a dir, scripted delegates, a tiny tmpfs;
 //! - [`plugin`]: one way to run the plugin ([`plugin::run_plugin`]), the fake delegate's
 //!   world ([`plugin::TestDir`]) and invocation builder;

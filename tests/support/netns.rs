@@ -220,7 +220,7 @@ pub fn kernel_has_link_type(kind: &str) -> bool {
     *known.entry(kind.to_string()).or_insert_with(|| probe_link_type(kind))
 }
 
-/// Whether `ip link add` with `args` succeeds (its stderr is not ours to show).
+/// Whether `ip` with `args` succeeds (its stderr is not ours to show).
 fn ip_succeeds(args: &[&str]) -> bool {
     Command::new("ip").args(args).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
