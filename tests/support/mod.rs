@@ -1,4 +1,4 @@
-//! The one support module of every integration test (`mod support;`): run the `multus`
+//! The one support module of the integration tests (`mod support;`): run the `multus`
 //! binary as a runtime does, real network namespaces and host links behind drop guards,
 //! the fake delegate, the Kubernetes API stand-in, and views of what ended up in a netns,
 //! in host-local's lease dir and in our caches.
