@@ -4,15 +4,14 @@
 //! metrics scrape carries the plugin's spool records, and the node-wide brake holds a
 //! burst of 100 ADDs to its cap. Runs the real binary against the API stand-in.
 
-#[macro_use]
-mod common;
+mod support;
 
-use common::*;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";

@@ -2,12 +2,15 @@
 //! cause gets its own message, and only what waiting can heal is code 11.
 //! TLS cases use `openssl` (certificates and `s_server`); they skip without it.
 
+mod support;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use kube_standin::StandIn;
-use serde_json::{Value, json};
+use serde_json::json;
+use support::Invocation;
 
 struct Dir(PathBuf);
 
@@ -44,25 +47,14 @@ fn add(dir: &Path, kubeconfig: &Path) -> (i32, u64, String) {
     let conf = json!({"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus",
         "kubeconfig": kubeconfig, "cniDir": dir.join("cache"), "apiTimeoutSeconds": 3,
         "delegates": [{"cniVersion": "1.0.0", "name": "primary", "type": "loopback"}]});
-    let mut child = Command::new(env!("CARGO_BIN_EXE_multus"))
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", "api-errors-1")
-        // Any netns the runtime names will do: every case fails at the API, before a
-        // delegate runs; the own-netns rule (code 8) is lifted as the skel allows.
-        .env("CNI_NETNS", "/proc/self/ns/net")
-        .env("CNI_NETNS_OVERRIDE", "1")
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/usr/lib/cni")
-        .env("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p;K8S_POD_INFRA_CONTAINER_ID=api-errors-1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), conf.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("stdout: {:?}", out.stdout));
-    (out.status.code().unwrap_or(-1), doc["code"].as_u64().unwrap_or(0), doc["msg"].as_str().unwrap_or("").to_owned())
+    // Any netns the runtime names will do: every case fails at the API, before a
+    // delegate runs; the own-netns rule (code 8) is lifted as the skel allows.
+    let out = Invocation::new("ADD", "api-errors-1", "/proc/self/ns/net")
+        .set("CNI_NETNS_OVERRIDE", "1")
+        .set("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p;K8S_POD_INFRA_CONTAINER_ID=api-errors-1")
+        .run_json(&conf);
+    let doc = out.json();
+    (out.exit_code, doc["code"].as_u64().unwrap_or(0), doc["msg"].as_str().unwrap_or("").to_owned())
 }
 
 #[test]
@@ -127,26 +119,27 @@ fn openssl(dir: &Path, args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// `openssl req` arguments for a new P-256 key without a passphrase.
+const NEW_EC_KEY: &[&str] = &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+
 fn ca(dir: &Path, name: &str) -> bool {
     openssl(
         dir,
         &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            &format!("/CN={name}"),
-            "-days",
-            "2",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.crt"),
-        ],
+            &["req", "-x509"],
+            NEW_EC_KEY,
+            &[
+                "-subj",
+                &format!("/CN={name}"),
+                "-days",
+                "2",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.crt"),
+            ],
+        ]
+        .concat(),
     )
 }
 
@@ -154,20 +147,7 @@ fn server_cert(dir: &Path, ca_name: &str, san: &str, days: &str) -> bool {
     std::fs::write(dir.join("ext.cnf"), format!("subjectAltName={san}\n")).unwrap();
     openssl(
         dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            "/CN=apiserver",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
+        &[&["req"], NEW_EC_KEY, &["-subj", "/CN=apiserver", "-keyout", "server.key", "-out", "server.csr"]].concat(),
     ) && openssl(
         dir,
         &[

@@ -3,11 +3,10 @@
 //! multiplexing the concurrent NAD GETs, and with Go Multus' stock ClusterRole (no
 //! `patch` on pods) the 403 paid once per node, not on every ADD. Counts, never times.
 
-#[macro_use]
-mod common;
+mod support;
 
-use common::*;
 use serde_json::json;
+use support::*;
 
 /// The API connections of the last ADD: `(connections, requests)`, after checking that
 /// every connection did its TLS handshake and settled on `h2`.

@@ -2,12 +2,11 @@
 //! document on stdout that is a CNI error with the right code, exit 1, no panic, no
 //! delegate run and nothing written in cniDir (ours, or the default one).
 
-#[macro_use]
-mod common;
+mod support;
 
-use common::*;
 use serde_json::{Value, json};
 use std::path::Path;
+use support::*;
 
 /// One bad invocation: starts from a valid ADD of one fake delegate and breaks one thing.
 struct Case {

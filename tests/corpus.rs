@@ -23,15 +23,14 @@
 //! no panic, and leave nothing behind: cniDir empty, the netns holding only `lo`, every
 //! ADD a fake delegate made rolled back.
 
-#[macro_use]
-mod common;
+mod support;
 
-use common::*;
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
+use support::*;
 
 fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
+    repo_path("tests/corpus")
 }
 
 /// The valid configuration `@base` starts from: one fake delegate.

@@ -1,6 +1,8 @@
 //! The manifests: `deployments/multus-daemonset.yml` and `examples/k8s/*.yaml` parse, and
 //! hold what the installer and the plugin expect of them.
 
+mod support;
+
 use clap::Parser;
 use multus::k8s::selection::parse_networks;
 use multus::tools::install::{self, Options};
@@ -12,7 +14,7 @@ const DAEMONSET: &str = "deployments/multus-daemonset.yml";
 const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
 
 fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+    support::repo_path(path)
 }
 
 /// Every non-empty YAML document of a file, as JSON values.

@@ -6,14 +6,14 @@
 //!
 //! Run as root: `cargo build --examples && cargo test --test devices`.
 
-mod k8s_common;
+mod support;
 
-use k8s_common::{PodRef, World};
 use multus::devices::podresources::v1;
 use multus::devices::podresources::v1::pod_resources_lister_server::{PodResourcesLister, PodResourcesListerServer};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use support::{PodRef, World};
 
 const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
 const RESOURCE: &str = "intel.com/sriov_netdevice";
@@ -170,7 +170,7 @@ impl Setup {
         if let Some(r) = resource {
             annotations.insert(multus::devices::RESOURCE_NAME_ANNOTATION.into(), r.into());
         }
-        self.w.api.add_nad(json!({
+        self.w.api.standin.add_nad(json!({
             "apiVersion": "k8s.cni.cncf.io/v1",
             "kind": "NetworkAttachmentDefinition",
             "metadata": {"name": name, "namespace": "default", "annotations": annotations},
@@ -379,7 +379,7 @@ fn missing_allocation_fails_before_anything_runs() {
     assert!(msg.contains("allocated 1 (0000:03:02.3)") && msg.contains("2 attachments"), "{msg}");
     assert!(msg.contains("net2"), "names the attachment: {msg}");
     assert_eq!(s.calls(), vec![], "no delegate ran");
-    assert_eq!(s.w.netns.links(), vec![], "not even the primary network");
+    assert_eq!(s.w.netns.pod_links(), vec![], "not even the primary network");
     assert_eq!(s.w.cache_files(), Vec::<String>::new());
 }
 
@@ -427,17 +427,7 @@ fn socket_and_checkpoint_absent_is_try_again_later() {
 fn host_device_acts_on_the_injected_pci_address() {
     let s = Setup::new();
     let link = format!("sriov{}", &s.w.id);
-    k8s_common::ip(&["link", "add", &link, "type", "veth", "peer", "name", &format!("{link}p")]);
-    struct Cleanup(String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["link", "del", &self.0])
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
-    let _cleanup = Cleanup(link.clone());
+    let _link = support::HostLink::veth(&link, &format!("{link}p"));
     let pod = s.w.add_pod("sriovhostdev", &[(NETWORKS, "sriov-net")]);
     s.add_nad("sriov-net", &json!({"cniVersion": "0.3.1", "type": "host-device", "device": link}), Some(RESOURCE));
     let _kubelet = KubeletServer::start(
@@ -446,7 +436,7 @@ fn host_device_acts_on_the_injected_pci_address() {
     );
     let (_, msg) = s.w.cni("ADD", &pod, &s.conf()).err();
     assert!(msg.contains("host-device") && msg.contains("/sys/bus/pci/devices/0000:ff:1f.7"), "{msg}");
-    k8s_common::ip(&["link", "show", &link]); // still on the host
+    support::ip(&["link", "show", &link]); // still on the host
     s.w.cni("DEL", &pod, &s.conf()).ok();
     s.w.assert_nothing_left();
 }

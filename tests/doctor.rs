@@ -2,12 +2,14 @@
 //! cniDir, readiness file) and the Kubernetes API stand-in. The master-link tests create
 //! a real veth pair and need root; they skip with a message otherwise.
 
+mod support;
+
 use kube_standin::{Fault, FaultAction, StandIn};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
+use support::{HostLink, ip, is_root, multus_cli};
 
 const DEBIAN_PLUGINS: &str = "/usr/lib/cni";
 
@@ -68,8 +70,7 @@ impl Node {
     }
 
     fn doctor(&self, extra: &[&str]) -> Outcome {
-        let out = Command::new(env!("CARGO_BIN_EXE_multus"))
-            .arg("doctor")
+        let out = multus_cli(&["doctor"])
             .arg("--config")
             .arg(self.config())
             .arg("--cni-path")
@@ -290,40 +291,15 @@ fn bad_config_fails_and_stops() {
 // A real master link (root)
 // ---------------------------------------------------------------------------------------
 
-fn is_root() -> bool {
-    nix::unistd::Uid::effective().is_root()
-}
-
-/// A veth pair with a name unique to this process and test; deleted on drop.
-struct Veth {
-    name: String,
-}
-
-impl Veth {
-    fn create() -> Veth {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let base = format!("mrsd{}x{n}", std::process::id() % 100_000); // at most 15 bytes with a/b
-        let (name, peer) = (format!("{base}a"), format!("{base}b"));
-        let veth = Veth { name };
-        ip(&["link", "add", &veth.name, "type", "veth", "peer", "name", &peer]);
-        ip(&["link", "set", &veth.name, "up"]);
-        ip(&["link", "set", &peer, "up"]);
-        ip(&["link", "set", "dev", &veth.name, "promisc", "off"]);
-        veth
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        // Deleting one end deletes the pair.
-        let _ = Command::new("ip").args(["link", "del", &self.name]).status();
-    }
-}
-
-fn ip(args: &[&str]) {
-    let status = Command::new("ip").args(args).status().expect("run ip");
-    assert!(status.success(), "ip {args:?} failed");
+/// A veth pair (both ends UP, promiscuous mode off) with a name unique to this process
+/// and test; deleted on drop.
+fn master_veth() -> HostLink {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let base = format!("mrsd{}x{n}", std::process::id() % 100_000); // at most 15 bytes with a/b
+    let veth = HostLink::veth_up(&format!("{base}a"), &format!("{base}b"));
+    ip(&["link", "set", "dev", &veth.name, "promisc", "off"]);
+    veth
 }
 
 #[test]
@@ -332,7 +308,7 @@ fn real_master_link_promiscuity_and_own_address() {
         eprintln!("skipped: needs root to create a veth pair (run the tests as root)");
         return;
     }
-    let veth = Veth::create();
+    let veth = master_veth();
     let check = format!("master {}", veth.name);
     let api = StandIn::start();
     api.add_nad(macvlan_nad("lan", &veth.name, "10.252.7.0/24"));

@@ -3,12 +3,11 @@
 //! the delegate's code (or 100), every delegate that ran is DELeted in reverse, and
 //! nothing is left in cniDir, in the netns or in host-local's leases.
 
-#[macro_use]
-mod common;
+mod support;
 
-use common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
+use support::*;
 
 const NAMES: [&str; 3] = ["fa", "fb", "fc"];
 const IFNAMES: [&str; 3] = ["eth0", "net1", "net2"];
@@ -70,7 +69,7 @@ fn add_failing(ns: &Netns, pos: usize, behaviour: &str, code: u64) -> (Value, Ou
             assert!(c["stdin"].get("prevResult").is_none(), "{c}");
         }
     }
-    assert!(dir.cache_files().is_empty(), "{:?}", dir.cache_files());
+    dir.assert_no_cache_files();
     assert_eq!(ns.link_names(), ["lo"]);
     (e, out, dir)
 }
@@ -184,7 +183,7 @@ fn rollback_survives_a_hanging_del() {
     out.err(7);
     assert_eq!(dir.call_summary(), expected_rollback(1));
     assert!(out.elapsed < Duration::from_secs(10 * DEADLINE));
-    assert!(dir.cache_files().is_empty(), "{:?}", dir.cache_files());
+    dir.assert_no_cache_files();
 }
 
 /// A real master (bridge + host-local) and a real macvlan succeed, the third fails: the
@@ -216,7 +215,7 @@ fn rollback_releases_real_links_and_leases() {
         assert_eq!(ns.link_names(), ["lo"], "eth0 and net1 were rolled back");
         assert!(leases(&dir.data_dir, "itest-bridge").is_empty());
         assert!(leases(&dir.data_dir, "itest-macvlan").is_empty());
-        assert!(dir.cache_files().is_empty(), "{:?}", dir.cache_files());
+        dir.assert_no_cache_files();
     }
 }
 
@@ -251,7 +250,7 @@ fn real_delegate_error_is_passed_through() {
     assert_eq!(e["cniVersion"], "0.3.1");
     assert_eq!(ns.link_names(), ["lo"]);
     assert!(leases(&dir.data_dir, "itest-bridge").is_empty());
-    assert!(dir.cache_files().is_empty(), "{:?}", dir.cache_files());
+    dir.assert_no_cache_files();
 }
 
 /// An ADD of three fakes that succeeds; returns the invocation and the config.
@@ -290,7 +289,7 @@ fn del_with_corrupt_scratch_cache_uses_the_results_cache() {
     for c in dir.calls() {
         assert!(c["stdin"]["prevResult"]["ips"].is_array(), "{c}");
     }
-    assert!(dir.cache_files().is_empty(), "{:?}", dir.cache_files());
+    dir.assert_no_cache_files();
 }
 
 /// Corrupt scratch cache and no results cache: the config's static delegates.
@@ -304,7 +303,7 @@ fn del_with_corrupt_scratch_cache_and_no_results_uses_the_config() {
     std::fs::write(dir.scratch_cache(&add.env["CNI_CONTAINERID"]), b"[]").unwrap();
     add.command("DEL").run_json(&conf).ok();
     assert_eq!(dir.call_summary(), dels_in_reverse());
-    assert!(dir.cache_files().is_empty(), "{:?}", dir.cache_files());
+    dir.assert_no_cache_files();
 }
 
 /// `retryDeleteOnError`: a failed DEL keeps the scratch cache so the runtime's retry
@@ -330,7 +329,7 @@ fn retry_delete_on_error_keeps_the_scratch_cache_until_del_succeeds() {
     std::fs::remove_file(&dir.record).unwrap();
     del.run_json(&conf).ok();
     assert_eq!(dir.call_summary(), dels_in_reverse(), "the retry DELs all again");
-    assert!(dir.cache_files().is_empty(), "{:?}", dir.cache_files());
+    dir.assert_no_cache_files();
 }
 
 /// Without `retryDeleteOnError` the scratch cache goes even when a DEL failed.
@@ -397,7 +396,7 @@ fn taken_interface_name_is_102_and_nothing_runs() {
         let msg = e["msg"].as_str().unwrap();
         assert!(msg.contains(&format!("{taken} already exists")), "{msg}");
         assert!(dir.calls().is_empty(), "{:?}", dir.call_summary());
-        assert!(dir.cache_files().is_empty(), "{:?}", dir.cache_files());
+        dir.assert_no_cache_files();
         assert!(!dir.cni_dir.exists());
     }
 }
@@ -442,5 +441,5 @@ fn unconvertible_master_result_is_rolled_back() {
         dels.iter().map(|c| (&c.1, &c.2)).collect::<Vec<_>>(),
         "every delegate added is deleted, in reverse: {calls:?}"
     );
-    assert!(dir.cache_files().is_empty(), "{:?}", dir.cache_files());
+    dir.assert_no_cache_files();
 }

@@ -7,16 +7,15 @@
 //! test.** Most scenarios also run the runtime's two DELs (the second with an empty
 //! `CNI_NETNS`, as containerd does) and check again.
 
-#[macro_use]
-mod common;
+mod support;
 
-use common::*;
 use kube_standin::{Fault, FaultAction};
 use serde_json::{Value, json};
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
+use support::*;
 
 /// `apiTimeoutSeconds` of every scenario with the API: faults cost at most this.
 const API_BUDGET: u64 = 1;

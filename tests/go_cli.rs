@@ -1,9 +1,9 @@
 //! Go Multus' command line, as operators and scripts use it, through the built binary.
 
-use std::process::Command;
+mod support;
 
 fn multus(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_multus")).args(args).env_remove("CNI_COMMAND").output().unwrap()
+    support::multus_cli(args).output().unwrap()
 }
 
 #[test]

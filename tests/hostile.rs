@@ -10,23 +10,21 @@
 //! `concurrency_and_convergence`, `pod_author_bounded`. Each prints its table of cases
 //! with the measured peak RSS and time.
 
-#[macro_use]
-mod common;
+mod support;
 
-use common::*;
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use support::*;
 
 /// The issue's target for any input.
 const PEAK_RSS_LIMIT_KIB: u64 = 64 * 1024;
@@ -52,12 +50,8 @@ fn vm_hwm_kib(pid: i32) -> Option<u64> {
 /// only to stop it at its exit and read its VmHWM. Killed after `TIME_LIMIT * 2`.
 fn run_measured_to(env: &BTreeMap<String, String>, stdin: &[u8], stdout_file: Option<&Path>) -> Measured {
     let started = Instant::now();
-    let mut cmd = Command::new(multus_bin());
-    cmd.env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        .envs(env)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = plugin_command(env);
+    cmd.stderr(Stdio::piped());
     match stdout_file {
         Some(p) => cmd.stdout(std::fs::OpenOptions::new().append(true).create(true).open(p).unwrap()),
         None => cmd.stdout(Stdio::piped()),
@@ -69,22 +63,7 @@ fn run_measured_to(env: &BTreeMap<String, String>, stdin: &[u8], stdout_file: Op
     // ptrace requests must come from the thread that spawned the tracee: all here.
     let mut child = cmd.spawn().expect("spawn multus");
     let pid = Pid::from_raw(child.id() as i32);
-    let mut w = child.stdin.take().unwrap();
-    let input = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = w.write_all(&input);
-    });
-    let drain = |r: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut b = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut b);
-            }
-            b
-        })
-    };
-    let out_reader = drain(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
-    let err_reader = drain(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let pipes = Pipes::attach(&mut child, stdin);
     let done = Arc::new(AtomicBool::new(false));
     let watchdog = {
         let done = done.clone();
@@ -122,13 +101,8 @@ fn run_measured_to(env: &BTreeMap<String, String>, stdin: &[u8], stdout_file: Op
     };
     done.store(true, Ordering::SeqCst);
     let _ = watchdog.join();
-    let _ = writer.join();
-    let stdout = String::from_utf8_lossy(&out_reader.join().unwrap()).into_owned();
-    let stderr = String::from_utf8_lossy(&err_reader.join().unwrap()).into_owned();
-    let docs = serde_json::Deserializer::from_str(&stdout)
-        .into_iter::<Value>()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout:?}\nstderr: {stderr}"));
+    let (stdout, stderr) = pipes.finish();
+    let docs = stdout_documents(&stdout, &stderr);
     Measured { out: Outcome { exit_code: code, stdout, stderr, docs, elapsed: started.elapsed() }, peak_kib: peak }
 }
 
@@ -164,10 +138,8 @@ impl World {
         std::fs::create_dir_all(&outside).unwrap();
         let canary = outside.join("canary");
         std::fs::write(&canary, CANARY).unwrap();
-        let host_link = unique("hst");
-        ns.own_host_link(&host_link);
-        // a veth pair (the kernel here may lack the dummy type); deleting one end deletes both
-        sh(&["ip", "link", "add", &host_link, "type", "veth", "peer", "name", &unique("hsp")]);
+        // a veth pair (the kernel here may lack the dummy type)
+        let host_link = ns.own(HostLink::veth(&unique("hst"), &unique("hsp")));
         World { dir, ns, cid: format!("hostile-{}", unique("c")), outside, canary, host_link }
     }
 
@@ -178,6 +150,11 @@ impl World {
 
     fn inv(&self, cmd: &str) -> Invocation {
         Invocation::new(cmd, &self.cid, &self.ns.path)
+    }
+
+    /// `cmd` with our config naming `kubeconfig`, and the check after the run.
+    fn with_kubeconfig(&self, cmd: &str, kubeconfig: &Path, after: After) -> (Invocation, Value, After) {
+        (self.inv(cmd), self.conf("1.0.0", json!({"kubeconfig": kubeconfig})), after)
     }
 
     fn mkdirs(&self) {
@@ -667,25 +644,25 @@ fn api_for(w: &World) -> PathBuf {
     p
 }
 
+/// ADD with a kubeconfig that `make` put at `name` (a FIFO, a device): refused before
+/// any delegate runs.
+fn special_kubeconfig(w: &World, name: &str, make: fn(&Path)) -> (Invocation, Value, After) {
+    let p = w.dir.tmp.path().join(name);
+    make(&p);
+    w.with_kubeconfig("ADD", &p, no_delegate())
+}
+
 fn limits_cases() -> Vec<Case> {
     vec![
         Case {
             name: "ADD: kubeconfig is a FIFO: refused at once (code 101)",
             expect: Expect::Code(101),
-            run: |w| {
-                let p = w.dir.tmp.path().join("kc-fifo");
-                mkfifo(&p);
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": p})), no_delegate())
-            },
+            run: |w| special_kubeconfig(w, "kc-fifo", mkfifo),
         },
         Case {
             name: "ADD: kubeconfig is a character device (endless): refused (code 101)",
             expect: Expect::Code(101),
-            run: |w| {
-                let p = w.dir.tmp.path().join("kc-zero");
-                mkchar(&p);
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": p})), no_delegate())
-            },
+            run: |w| special_kubeconfig(w, "kc-zero", mkchar),
         },
         Case {
             name: "ADD: kubeconfig over maxConfigFileBytes names the key (code 5)",
@@ -693,11 +670,7 @@ fn limits_cases() -> Vec<Case> {
             run: |w| {
                 let p = w.dir.tmp.path().join("kc-big");
                 std::fs::write(&p, vec![b'#'; 8 << 20]).unwrap();
-                (
-                    w.inv("ADD"),
-                    w.conf("1.0.0", json!({"kubeconfig": p})),
-                    check(|_, o| expect_in(&o.stdout, "maxConfigFileBytes")),
-                )
+                w.with_kubeconfig("ADD", &p, check(|_, o| expect_in(&o.stdout, "maxConfigFileBytes")))
             },
         },
         Case {
@@ -763,7 +736,7 @@ fn limits_cases() -> Vec<Case> {
                         r#"echo '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"mrs-exec-token"}}'"#,
                     )
                 });
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), no_check())
+                w.with_kubeconfig("ADD", &kc, no_check())
             },
         },
         Case {
@@ -887,7 +860,7 @@ fn limits_cases() -> Vec<Case> {
             run: |w| {
                 let p = w.dir.tmp.path().join("kc-fifo");
                 mkfifo(&p);
-                (w.inv("DEL"), w.conf("1.0.0", json!({"kubeconfig": p})), no_check())
+                w.with_kubeconfig("DEL", &p, no_check())
             },
         },
     ]
@@ -1202,6 +1175,14 @@ fn refused_naming(key: &'static str, max_gets: usize) -> After {
     })
 }
 
+/// A pod asking for `net-a`, and an API that answers the requests `select` picks out
+/// with an endless body.
+fn endless_body(w: &World, select: fn(kube_standin::Fault) -> kube_standin::Fault) -> PathBuf {
+    let kc = pod_api(w, "net-a", &[("net-a", json!({}))]);
+    with_api(|a| a.standin.add_fault(select(kube_standin::Fault::new(kube_standin::FaultAction::EndlessBody))));
+    kc
+}
+
 fn pod_author_cases() -> Vec<Case> {
     vec![
         Case {
@@ -1209,7 +1190,7 @@ fn pod_author_cases() -> Vec<Case> {
             expect: Expect::Code(7),
             run: |w| {
                 let kc = pod_api(w, &listed("net-a", 5000), &[("net-a", json!({}))]);
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxAttachments", 0))
+                w.with_kubeconfig("ADD", &kc, refused_naming("maxAttachments", 0))
             },
         },
         Case {
@@ -1218,7 +1199,7 @@ fn pod_author_cases() -> Vec<Case> {
             run: |w| {
                 let names: Vec<String> = (0..5000).map(|i| format!("missing-{i}")).collect();
                 let kc = pod_api(w, &names.join(","), &[]);
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxAttachments", 0))
+                w.with_kubeconfig("ADD", &kc, refused_naming("maxAttachments", 0))
             },
         },
         Case {
@@ -1228,7 +1209,7 @@ fn pod_author_cases() -> Vec<Case> {
                 let list: Vec<Value> =
                     (0..3000).map(|i| json!({"name": "net-a", "interface": format!("x{i}")})).collect();
                 let kc = pod_api(w, &Value::Array(list).to_string(), &[("net-a", json!({}))]);
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxAttachments", 0))
+                w.with_kubeconfig("ADD", &kc, refused_naming("maxAttachments", 0))
             },
         },
         Case {
@@ -1246,7 +1227,7 @@ fn pod_author_cases() -> Vec<Case> {
                         n => Err(format!("{n} NAD GETs for one NAD listed 63 times")),
                     }
                 });
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), after)
+                w.with_kubeconfig("ADD", &kc, after)
             },
         },
         Case {
@@ -1254,7 +1235,7 @@ fn pod_author_cases() -> Vec<Case> {
             expect: Expect::Code(7),
             run: |w| {
                 let kc = pod_api(w, &listed("net-a", 64), &[("net-a", json!({}))]);
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxAttachments", 0))
+                w.with_kubeconfig("ADD", &kc, refused_naming("maxAttachments", 0))
             },
         },
         Case {
@@ -1305,7 +1286,7 @@ fn pod_author_cases() -> Vec<Case> {
                         n => Err(format!("{n} delegate calls, 64 expected")),
                     }
                 });
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), after)
+                w.with_kubeconfig("ADD", &kc, after)
             },
         },
         Case {
@@ -1313,7 +1294,7 @@ fn pod_author_cases() -> Vec<Case> {
             expect: Expect::Code(7),
             run: |w| {
                 let kc = pod_api(w, "big", &[("big", pad(300 << 10))]);
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxNadConfigBytes", 1))
+                w.with_kubeconfig("ADD", &kc, refused_naming("maxNadConfigBytes", 1))
             },
         },
         Case {
@@ -1333,7 +1314,7 @@ fn pod_author_cases() -> Vec<Case> {
             expect: Expect::Code(7),
             run: |w| {
                 let kc = pod_api(w, &listed("big", 63), &[("big", pad(200 << 10))]);
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxCacheFileBytes", 1))
+                w.with_kubeconfig("ADD", &kc, refused_naming("maxCacheFileBytes", 1))
             },
         },
         Case {
@@ -1352,7 +1333,7 @@ fn pod_author_cases() -> Vec<Case> {
                         (g, c) => Err(format!("{g} NAD GETs, {c} delegate calls")),
                     }
                 });
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), after)
+                w.with_kubeconfig("ADD", &kc, after)
             },
         },
         Case {
@@ -1364,7 +1345,7 @@ fn pod_author_cases() -> Vec<Case> {
                     (1, 48) => Ok(()),
                     (g, c) => Err(format!("{g} NAD GETs, {c} delegate calls")),
                 });
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), after)
+                w.with_kubeconfig("ADD", &kc, after)
             },
         },
         Case {
@@ -1401,36 +1382,23 @@ fn pod_author_cases() -> Vec<Case> {
                         n => Err(format!("{n} delegate calls, the primary's DEL expected")),
                     }
                 });
-                (w.inv("DEL"), w.conf("1.0.0", json!({"kubeconfig": kc})), after)
+                w.with_kubeconfig("DEL", &kc, after)
             },
         },
         Case {
             name: "ADD: the pod GET answers an endless body: maxApiBodyBytes (code 101)",
             expect: Expect::Code(101),
             run: |w| {
-                let kc = pod_api(w, "net-a", &[("net-a", json!({}))]);
-                with_api(|a| {
-                    a.standin.add_fault(
-                        kube_standin::Fault::new(kube_standin::FaultAction::EndlessBody)
-                            .method("GET")
-                            .path_contains("/pods/"),
-                    )
-                });
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxApiBodyBytes", 0))
+                let kc = endless_body(w, |f| f.method("GET").path_contains("/pods/"));
+                w.with_kubeconfig("ADD", &kc, refused_naming("maxApiBodyBytes", 0))
             },
         },
         Case {
             name: "ADD: a NAD GET answers an endless body: maxApiBodyBytes (code 101)",
             expect: Expect::Code(101),
             run: |w| {
-                let kc = pod_api(w, "net-a", &[("net-a", json!({}))]);
-                with_api(|a| {
-                    a.standin.add_fault(
-                        kube_standin::Fault::new(kube_standin::FaultAction::EndlessBody)
-                            .path_contains("network-attachment-definitions"),
-                    )
-                });
-                (w.inv("ADD"), w.conf("1.0.0", json!({"kubeconfig": kc})), refused_naming("maxApiBodyBytes", 1))
+                let kc = endless_body(w, |f| f.path_contains("network-attachment-definitions"));
+                w.with_kubeconfig("ADD", &kc, refused_naming("maxApiBodyBytes", 1))
             },
         },
         Case {

@@ -1,13 +1,16 @@
 //! `multus install` on a fake host root: the built binary, real files, real signals.
 
+mod support;
+
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use support::{mode, multus_cli, wait_for};
 
 /// shared/SEEDS.md §A: the `00-multus.conf` the Go DaemonSet wrote next to Calico.
 const SEED_MULTUS_CONF: &str = include_str!("data/seed-00-multus.conf");
@@ -73,16 +76,14 @@ impl Host {
 
     /// `multus install` with this host's paths; `args` come last.
     fn install(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_multus"));
-        cmd.arg("install")
-            .arg("--cni-conf-dir")
+        let mut cmd = multus_cli(&["install"]);
+        cmd.arg("--cni-conf-dir")
             .arg(self.conf_dir())
             .arg("--cni-bin-dir")
             .arg(self.bin_dir())
             .arg("--service-account-dir")
             .arg(self.sa_dir())
             .args(args)
-            .env_remove("CNI_COMMAND")
             .env_remove("KUBERNETES_SERVICE_PROTOCOL")
             .env("KUBERNETES_SERVICE_HOST", "10.96.0.1")
             .env("KUBERNETES_SERVICE_PORT", "443")
@@ -114,16 +115,8 @@ fn assert_fails_with(out: &Output, message: &str) {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-fn mode(path: &Path) -> u32 {
-    fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    assert!(wait_for(Duration::from_secs(15), done), "timed out waiting for {what}");
 }
 
 fn terminate(mut child: Child) -> Output {

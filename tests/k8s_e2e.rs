@@ -4,10 +4,10 @@
 //! Every test builds its own [`World`] (netns, host links, temp dirs, API stand-in) and
 //! tears it down on drop. Run as root: `cargo test --test k8s_e2e -- --test-threads=2`.
 
-mod k8s_common;
+mod support;
 
-use k8s_common::{PRIMARY, World};
 use serde_json::{Value, json};
+use support::{Api, PRIMARY, PodRef, World};
 
 const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
 
@@ -46,8 +46,8 @@ fn seed_privatezone_macvlan_gives_net1_status_and_events() {
     assert_eq!(result["cniVersion"], "1.0.0");
     assert_eq!(result["ips"][0]["address"], format!("{}/24", w.primary_ip()));
 
-    let eth0 = w.netns.link("eth0");
-    let net1 = w.netns.link("net1");
+    let eth0 = w.netns.expect_link("eth0");
+    let net1 = w.netns.expect_link("net1");
     assert_eq!(eth0.addrs, vec![format!("{}/24", w.primary_ip())]);
     assert_eq!(net1.addrs, vec!["10.12.34.200/24"], "first address of the range");
 
@@ -105,7 +105,7 @@ fn seed_json_annotation_static_ip_and_mac() {
         &[(NETWORKS, r#"[{ "name": "macvlan-conf", "ips": [ "10.1.1.101/24" ], "gateway": [ "10.1.1.1" ] }]"#)],
     );
     w.cni("ADD", &pod, &w.conf(json!({}))).ok();
-    assert_eq!(w.netns.link("net1").addrs, vec!["10.1.1.101/24"]);
+    assert_eq!(w.netns.expect_link("net1").addrs, vec!["10.1.1.101/24"]);
     let status = w.network_status(&pod);
     assert_eq!(status[1]["name"], "default/macvlan-conf");
     assert_eq!(status[1]["ips"], json!(["10.1.1.101"]));
@@ -119,13 +119,13 @@ fn seed_json_annotation_static_ip_and_mac() {
         &[(NETWORKS, r#"[{"name":"macvlan-conf","ips":["10.1.1.102/24"],"mac":"c2:b0:57:49:47:f1"}]"#)],
     );
     w.cni_in("ADD", &pod2, &ns2, &w.conf(json!({}))).ok();
-    let net1 = w.extra(0).link("net1");
+    let net1 = w.extra(0).expect_link("net1");
     assert_eq!(net1.addrs, vec!["10.1.1.102/24"]);
     assert_eq!(net1.mac, "c2:b0:57:49:47:f1");
     let status = w.network_status(&pod2);
     assert_eq!(status[1]["mac"], "c2:b0:57:49:47:f1", "status reports the MAC tuning set: {status:?}");
     w.cni_in("DEL", &pod2, &ns2, &w.conf(json!({}))).ok();
-    assert_eq!(w.extra(0).links(), vec![]);
+    assert_eq!(w.extra(0).pod_links(), vec![]);
 }
 
 /// Seed 004's `ipvlan-conf-1`/`-2` with macvlan standing in for ipvlan (the kernel here
@@ -140,15 +140,15 @@ fn comma_list_with_space_gives_net1_and_net2_in_order() {
     w.add_nad("default", "ipvlan-conf-2", &w.macvlan("0.3.0", &eth2, "10.0.6.0/24", "10.0.6.70", "10.0.6.80"));
     let pod = w.add_pod("sampleapp-dual-1", &[(NETWORKS, "ipvlan-conf-1, ipvlan-conf-2")]);
     w.cni("ADD", &pod, &w.conf(json!({}))).ok();
-    assert_eq!(w.netns.link("net1").addrs, vec!["10.0.4.70/24"]);
-    assert_eq!(w.netns.link("net2").addrs, vec!["10.0.6.70/24"]);
+    assert_eq!(w.netns.expect_link("net1").addrs, vec!["10.0.4.70/24"]);
+    assert_eq!(w.netns.expect_link("net2").addrs, vec!["10.0.6.70/24"]);
     let names: Vec<Value> = w.network_status(&pod).iter().map(|s| s["name"].clone()).collect();
     assert_eq!(names, vec![json!(PRIMARY), json!("default/ipvlan-conf-1"), json!("default/ipvlan-conf-2")]);
     // Each macvlan child sits on the parent its NAD names.
     for (ifname, parent) in [("net1", &eth1), ("net2", &eth2)] {
-        let out = k8s_common::ip(&["-n", &w.netns.name, "-j", "-d", "link", "show", ifname]);
+        let out = support::ip(&["-n", &w.netns.name, "-j", "-d", "link", "show", ifname]);
         let link: Value = serde_json::from_str(&out).unwrap();
-        let host_index = k8s_common::ip(&["-j", "link", "show", parent]);
+        let host_index = support::ip(&["-j", "link", "show", parent]);
         let host: Value = serde_json::from_str(&host_index).unwrap();
         assert_eq!(link[0]["link_index"], host[0]["ifindex"], "{ifname} is not on {parent}");
     }
@@ -165,9 +165,9 @@ fn namespaced_name_with_ifname_and_same_nad_twice() {
     w.add_nad("default", "a-conf", &w.macvlan("0.3.1", &parent, "10.0.4.0/24", "10.0.4.70", "10.0.4.80"));
     let pod = w.add_pod("named", &[(NETWORKS, "default/a-conf@data0, a-conf")]);
     w.cni("ADD", &pod, &w.conf(json!({}))).ok();
-    assert_eq!(w.netns.link("data0").addrs, vec!["10.0.4.70/24"]);
+    assert_eq!(w.netns.expect_link("data0").addrs, vec!["10.0.4.70/24"]);
     // The named attachment still consumes index 1 (Go Multus §1.6).
-    assert_eq!(w.netns.link("net2").addrs, vec!["10.0.4.71/24"]);
+    assert_eq!(w.netns.expect_link("net2").addrs, vec!["10.0.4.71/24"]);
     let status = w.network_status(&pod);
     assert_eq!(status[1]["interface"], "data0");
     assert_eq!(status[2]["interface"], "net2");
@@ -180,7 +180,7 @@ fn namespaced_name_with_ifname_and_same_nad_twice() {
     w.cni_in("ADD", &twice, &ns2, &w.conf(json!({}))).ok();
     let nad_gets = w.request_lines().iter().filter(|l| l.contains("network-attachment-definitions/a-conf")).count();
     assert_eq!(nad_gets, 1, "one GET per NAD, however often it is listed: {:?}", w.request_lines());
-    let links = w.extra(0).links();
+    let links = w.extra(0).pod_links();
     let addrs = |n: &str| links.iter().find(|l| l.name == n).map(|l| l.addrs.clone());
     // host-local goes on from its last reservation: .72 and .73, two leases.
     let (a1, a2) = (addrs("net1").expect("net1"), addrs("net2").expect("net2"));
@@ -198,9 +198,16 @@ fn namespaced_name_with_ifname_and_same_nad_twice() {
     assert!(caches.iter().any(|c| c.ends_with(&format!("a-conf-{}-net1", twice.container_id))), "{caches:?}");
     assert!(caches.iter().any(|c| c.ends_with(&format!("a-conf-{}-net2", twice.container_id))), "{caches:?}");
     w.cni_in("DEL", &twice, &ns2, &w.conf(json!({}))).ok();
-    assert_eq!(w.extra(0).links(), vec![]);
+    assert_eq!(w.extra(0).pod_links(), vec![]);
     assert_eq!(w.leases(), Vec::<String>::new());
     assert_eq!(w.cache_files(), Vec::<String>::new());
+}
+
+/// The `spec.config` of NAD `name` in a seed's multi-document manifest.
+fn seed_nad_config(manifest: &str, name: &str) -> Value {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(manifest).expect("seed manifest");
+    let nad = docs.iter().find(|d| d["metadata"]["name"] == name).unwrap_or_else(|| panic!("no NAD {name}"));
+    serde_json::from_str(nad["spec"]["config"].as_str().expect("spec.config")).expect("spec.config is JSON")
 }
 
 /// Seed 004's real `ipvlan-conf-1` (ipvlan, master eth1, mode l3): on this node the
@@ -209,25 +216,10 @@ fn namespaced_name_with_ifname_and_same_nad_twice() {
 #[test]
 fn seed_ipvlan_failure_is_reported_and_rolled_back() {
     let w = World::new();
-    w.add_nad(
-        "default",
-        "ipvlan-conf-1",
-        &json!({
-            "cniVersion": "0.3.0",
-            "type": "ipvlan",
-            "master": "eth1",
-            "mode": "l3",
-            "ipam": {
-                "type": "host-local",
-                "dataDir": w.p("ipam"),
-                "subnet": "10.0.4.0/24",
-                "rangeStart": "10.0.4.70",
-                "rangeEnd": "10.0.4.80",
-                "gateway": "10.0.4.1"
-            }
-        }),
-    );
-    if k8s_common::kernel_has_link_type("ipvlan")
+    let mut config = seed_nad_config(include_str!("data/seed-004-ipvlan-nads.yaml"), "ipvlan-conf-1");
+    config["ipam"]["dataDir"] = w.p("ipam").into();
+    w.add_nad("default", "ipvlan-conf-1", &config);
+    if support::kernel_has_link_type("ipvlan")
         && std::process::Command::new("ip").args(["link", "show", "eth1"]).output().unwrap().status.success()
     {
         eprintln!("SKIPPED: this node has eth1 and ipvlan; the seed NAD would succeed");
@@ -300,8 +292,8 @@ fn default_network_annotation_replaces_eth0() {
     let pod = w.add_pod("override", &[("v1.multus-cni.io/default-network", "alt-net")]);
     let run = w.cni("ADD", &pod, &w.conf(json!({})));
     assert_eq!(run.ok()["ips"][0]["address"], "10.77.0.10/24", "the result is the override's");
-    assert_eq!(w.netns.links().len(), 1);
-    assert_eq!(w.netns.link("eth0").addrs, vec!["10.77.0.10/24"]);
+    assert_eq!(w.netns.pod_links().len(), 1);
+    assert_eq!(w.netns.expect_link("eth0").addrs, vec!["10.77.0.10/24"]);
     let status = w.network_status(&pod);
     assert_eq!(status.len(), 1);
     assert_eq!((status[0]["name"].as_str(), status[0]["default"].as_bool()), (Some("kube-system/alt-net"), Some(true)));
@@ -316,9 +308,9 @@ fn default_network_annotation_replaces_eth0() {
     let ns2 = w.extra_netns();
     let pod2 = w.add_pod("override2", &[("v1.multus-cni.io/default-network", "other/alt-net2")]);
     w.cni_in("ADD", &pod2, &ns2, &w.conf(json!({}))).ok();
-    assert_eq!(w.extra(0).link("eth0").addrs, vec!["10.78.0.10/24"]);
+    assert_eq!(w.extra(0).expect_link("eth0").addrs, vec!["10.78.0.10/24"]);
     w.cni_in("DEL", &pod2, &ns2, &w.conf(json!({}))).ok();
-    assert_eq!(w.extra(0).links(), vec![]);
+    assert_eq!(w.extra(0).pod_links(), vec![]);
 }
 
 /// `namespaceIsolation`: a pod in `default` may not use `kube-system/x` unless
@@ -355,7 +347,7 @@ fn namespace_isolation_for_networks_and_default_network() {
 
         let run = w.cni("ADD", &pod, &global);
         run.ok();
-        let links = w.netns.links();
+        let links = w.netns.pod_links();
         assert!(links.iter().any(|l| l.addrs.iter().any(|a| a.starts_with("10.79.0."))), "{key}={value}: {links:?}");
         w.cni("DEL", &pod, &global).ok();
         w.assert_nothing_left();
@@ -365,7 +357,7 @@ fn namespace_isolation_for_networks_and_default_network() {
     w.add_nad("team-a", "own", &w.macvlan("0.3.1", &parent, "10.79.1.0/24", "10.79.1.10", "10.79.1.20"));
     let pod = w.add_pod_in("team-a", "mine", &[(NETWORKS, "own")]);
     w.cni("ADD", &pod, &isolated).ok();
-    assert_eq!(w.netns.link("net1").addrs, vec!["10.79.1.10/24"]);
+    assert_eq!(w.netns.expect_link("net1").addrs, vec!["10.79.1.10/24"]);
     assert_eq!(w.network_status(&pod)[1]["name"], "team-a/own");
     let events = w.events(&pod);
     assert_eq!(events.len(), 2, "{events:?}");
@@ -398,7 +390,7 @@ fn pod_missing_from_api_succeeds_with_empty_result() {
     let run = w.cni("ADD", &pod, &w.conf(json!({})));
     let result = run.ok();
     assert_eq!(result["cniVersion"], "1.0.0");
-    assert_eq!(result["interfaces"], json!([{"name": "eth0", "sandbox": w.netns.path()}]));
+    assert_eq!(result["interfaces"], json!([{"name": "eth0", "sandbox": w.netns.path}]));
     assert_eq!(result["ips"][0]["address"], "0.0.0.0/0");
     assert_eq!(result["ips"][0]["gateway"], "0.0.0.0");
     w.assert_nothing_left();
@@ -422,6 +414,34 @@ fn nads(w: &mut World, n: usize) -> String {
         w.add_nad("default", &format!("net-{i}"), &config);
     }
     (0..n).map(|i| format!("net-{i}")).collect::<Vec<_>>().join(",")
+}
+
+/// A world with one macvlan NAD (`net-0`) and pod `name` asking for it by name: the
+/// setup of the single-attachment tests. Returns the world, the annotation and the pod.
+fn one_nad_world(name: &str) -> (World, String, PodRef) {
+    let mut w = World::new();
+    let annotation = nads(&mut w, 1);
+    let pod = w.add_pod(name, &[(NETWORKS, &annotation)]);
+    (w, annotation, pod)
+}
+
+/// ADD `pod` with the default config (it must succeed), `check` the world, DEL it, and
+/// nothing of it is left.
+fn add_check_del(w: &World, pod: &PodRef, check: impl FnOnce(&World)) {
+    w.cni("ADD", pod, &w.conf(json!({}))).ok();
+    check(w);
+    w.cni("DEL", pod, &w.conf(json!({}))).ok();
+    w.assert_nothing_left();
+}
+
+/// `verb resource` of every request on pods and their subresources, in order.
+fn pod_requests(w: &World) -> Vec<String> {
+    w.api
+        .requests()
+        .iter()
+        .filter(|r| r.resource.starts_with("pods"))
+        .map(|r| format!("{} {}", r.verb, r.resource))
+        .collect()
 }
 
 fn expected_requests(pod: &str, nads: usize, pod_get: bool) -> Vec<String> {
@@ -478,7 +498,7 @@ fn request_counts_with_runtime_annotations() {
         let conf = w.conf_with_runtime_annotations(&[(NETWORKS, annotation.as_str())].into_iter().collect());
         w.cni("ADD", &pod, &conf).ok();
         assert_eq!(sorted_requests(&w), expected_requests("rt-annotated", n, false), "{n} NADs");
-        assert_eq!(w.netns.links().len(), n + 1);
+        assert_eq!(w.netns.pod_links().len(), n + 1);
         assert_eq!(w.network_status(&pod).len(), n + 1);
         w.api.clear_requests();
         w.cni("DEL", &pod, &conf).ok();
@@ -525,9 +545,7 @@ fn nads_are_fetched_concurrently() {
 #[test]
 fn del_without_kubeconfig_succeeds() {
     require_link_type!("macvlan");
-    let mut w = World::new();
-    let annotation = nads(&mut w, 1);
-    let pod = w.add_pod("nokubeconfig", &[(NETWORKS, &annotation)]);
+    let (w, _, pod) = one_nad_world("nokubeconfig");
     w.cni("ADD", &pod, &w.conf(json!({}))).ok();
     std::fs::remove_file(w.path("kubeconfig")).unwrap();
     w.api.clear_requests();
@@ -541,23 +559,21 @@ fn del_without_kubeconfig_succeeds() {
 
 mod faults {
     use super::*;
-    use kube_standin::{Fault, FaultAction, StandIn};
+    use kube_standin::{Fault, FaultAction};
     use std::time::Duration;
 
     /// Two 503s on the pod GET are retried; the ADD succeeds.
     #[test]
     fn pod_get_503_twice_is_retried() {
         require_link_type!("macvlan");
-        let mut w = World::new();
-        let annotation = nads(&mut w, 1);
-        let pod = w.add_pod("flaky", &[(NETWORKS, &annotation)]);
+        let (w, _, pod) = one_nad_world("flaky");
         w.api.add_fault(Fault::new(FaultAction::Status(503)).method("GET").path_contains("/pods/").times(2));
-        w.cni("ADD", &pod, &w.conf(json!({}))).ok();
-        let gets = w.request_lines().iter().filter(|l| l.starts_with("GET /api/v1/namespaces/default/pods/")).count();
-        assert_eq!(gets, 3, "{:?}", w.request_lines());
-        assert_eq!(w.network_status(&pod).len(), 2);
-        w.cni("DEL", &pod, &w.conf(json!({}))).ok();
-        w.assert_nothing_left();
+        add_check_del(&w, &pod, |w| {
+            let gets =
+                w.request_lines().iter().filter(|l| l.starts_with("GET /api/v1/namespaces/default/pods/")).count();
+            assert_eq!(gets, 3, "{:?}", w.request_lines());
+            assert_eq!(w.network_status(&pod).len(), 2);
+        });
     }
 
     /// The API server is gone (connection refused): code 11 within the budget, nothing
@@ -565,12 +581,8 @@ mod faults {
     #[test]
     fn api_down_fails_with_try_again_later() {
         require_link_type!("macvlan");
-        let mut w = World::new();
-        let annotation = nads(&mut w, 1);
-        let pod = w.add_pod("unlucky", &[(NETWORKS, &annotation)]);
-        let dead = StandIn::start();
-        dead.write_kubeconfig(&w.path("kubeconfig"), "t").unwrap();
-        drop(dead);
+        let (w, _, pod) = one_nad_world("unlucky");
+        drop(Api::start_at(w.path("kubeconfig"), "t".into()));
         let run = w.cni("ADD", &pod, &w.conf(json!({"apiTimeoutSeconds": 2})));
         let (code, msg) = run.err();
         assert_eq!(code, 11, "{msg}");
@@ -616,33 +628,27 @@ mod faults {
     #[test]
     fn pod_gone_at_status_write_is_not_an_error() {
         require_link_type!("macvlan");
-        let mut w = World::new();
-        let annotation = nads(&mut w, 1);
-        let pod = w.add_pod("vanishing", &[(NETWORKS, &annotation)]);
+        let (w, _, pod) = one_nad_world("vanishing");
         w.api.add_fault(Fault::new(FaultAction::Status(404)).method("PATCH").path_contains("/pods/").times(1));
-        w.cni("ADD", &pod, &w.conf(json!({}))).ok();
-        assert_eq!(w.network_status_raw(&pod), None);
-        assert_eq!(w.netns.links().len(), 2);
-        w.cni("DEL", &pod, &w.conf(json!({}))).ok();
-        w.assert_nothing_left();
+        add_check_del(&w, &pod, |w| {
+            assert_eq!(w.network_status_raw(&pod), None);
+            assert_eq!(w.netns.pod_links().len(), 2);
+        });
     }
 
     /// A reset connection on a NAD GET and a 429 on the PATCH are retried.
     #[test]
     fn reset_and_too_many_requests_are_retried() {
         require_link_type!("macvlan");
-        let mut w = World::new();
-        let annotation = nads(&mut w, 1);
-        let pod = w.add_pod("bumpy", &[(NETWORKS, &annotation)]);
+        let (w, _, pod) = one_nad_world("bumpy");
         w.api.add_fault(Fault::new(FaultAction::Reset).path_contains("network-attachment-definitions").times(1));
         w.api.add_fault(Fault::new(FaultAction::Status(429)).method("PATCH").times(1));
-        w.cni("ADD", &pod, &w.conf(json!({}))).ok();
-        assert_eq!(w.network_status(&pod).len(), 2);
-        let lines = w.request_lines();
-        assert_eq!(lines.iter().filter(|l| l.contains("network-attachment-definitions")).count(), 2, "{lines:?}");
-        assert_eq!(lines.iter().filter(|l| l.starts_with("PATCH")).count(), 2, "{lines:?}");
-        w.cni("DEL", &pod, &w.conf(json!({}))).ok();
-        w.assert_nothing_left();
+        add_check_del(&w, &pod, |w| {
+            assert_eq!(w.network_status(&pod).len(), 2);
+            let lines = w.request_lines();
+            assert_eq!(lines.iter().filter(|l| l.contains("network-attachment-definitions")).count(), 2, "{lines:?}");
+            assert_eq!(lines.iter().filter(|l| l.starts_with("PATCH")).count(), 2, "{lines:?}");
+        });
     }
 
     /// Go Multus' stock ClusterRole has no `patch` on pods: we fall back to a PUT of
@@ -651,22 +657,12 @@ mod faults {
     #[test]
     fn patch_forbidden_falls_back_to_update_status_with_conflict_retry() {
         require_link_type!("macvlan");
-        let mut w = World::new();
-        let annotation = nads(&mut w, 1);
+        let (mut w, annotation, pod) = one_nad_world("rbac");
         w.api.deny("patch", "pods");
-        let pod = w.add_pod("rbac", &[(NETWORKS, &annotation)]);
-        w.cni("ADD", &pod, &w.conf(json!({}))).ok();
-        assert_eq!(w.network_status(&pod).len(), 2);
-        let writes: Vec<String> = w
-            .api
-            .requests()
-            .iter()
-            .filter(|r| r.resource.starts_with("pods"))
-            .map(|r| format!("{} {}", r.verb, r.resource))
-            .collect();
-        assert_eq!(writes, vec!["get pods", "patch pods", "update pods/status"]);
-        w.cni("DEL", &pod, &w.conf(json!({}))).ok();
-        w.assert_nothing_left();
+        add_check_del(&w, &pod, |w| {
+            assert_eq!(w.network_status(&pod).len(), 2);
+            assert_eq!(pod_requests(w), vec!["get pods", "patch pods", "update pods/status"]);
+        });
 
         let ns2 = w.extra_netns();
         let pod2 = w.add_pod("rbac-conflict", &[(NETWORKS, &annotation)]);
@@ -674,15 +670,8 @@ mod faults {
         w.api.add_fault(Fault::new(FaultAction::Status(409)).method("PUT").path_contains("/status").times(1));
         w.cni_in("ADD", &pod2, &ns2, &w.conf(json!({}))).ok();
         assert_eq!(w.network_status(&pod2).len(), 2);
-        let writes: Vec<String> = w
-            .api
-            .requests()
-            .iter()
-            .filter(|r| r.resource.starts_with("pods"))
-            .map(|r| format!("{} {}", r.verb, r.resource))
-            .collect();
         assert_eq!(
-            writes,
+            pod_requests(&w),
             vec!["get pods", "update pods/status", "get pods", "update pods/status"],
             "learnt on the first ADD: no PATCH known to fail"
         );
@@ -690,7 +679,7 @@ mod faults {
         let p = w.api.pod("default", "rbac-conflict").unwrap();
         assert_eq!(p["metadata"]["annotations"][NETWORKS], annotation.as_str());
         w.cni_in("DEL", &pod2, &ns2, &w.conf(json!({}))).ok();
-        assert_eq!(w.extra(0).links(), vec![]);
+        assert_eq!(w.extra(0).pod_links(), vec![]);
     }
 }
 
@@ -757,7 +746,7 @@ fn check_then_del_then_del_again_and_del_without_netns() {
     w.cni("CHECK", &pod, &conf).ok();
     assert_eq!(w.request_lines(), Vec::<String>::new(), "CHECK asks the API nothing");
 
-    k8s_common::ip(&["-n", &w.netns.name, "link", "del", "net1"]);
+    support::ip(&["-n", &w.netns.name, "link", "del", "net1"]);
     let (_, msg) = w.cni("CHECK", &pod, &conf).err();
     assert!(msg.contains("net1"), "CHECK names the broken attachment: {msg}");
 
@@ -818,9 +807,7 @@ fn slow_delegates_do_not_eat_the_api_budget() {
 #[test]
 fn status_is_not_written_onto_a_recreated_pod() {
     require_link_type!("macvlan");
-    let mut w = World::new();
-    let annotation = nads(&mut w, 1);
-    let mut pod = w.add_pod("reborn", &[(NETWORKS, &annotation)]);
+    let (w, annotation, mut pod) = one_nad_world("reborn");
     pod.uid = "uid-of-the-old-incarnation".into();
     let conf = w.conf_with_runtime_annotations(&[(NETWORKS, annotation.as_str())].into_iter().collect());
     let run = w.cni("ADD", &pod, &conf);
@@ -897,9 +884,7 @@ fn event_failures_do_not_fail_the_add() {
 #[test]
 fn del_without_any_cache_rebuilds_from_the_api() {
     require_link_type!("macvlan");
-    let mut w = World::new();
-    let annotation = nads(&mut w, 1);
-    let pod = w.add_pod("amnesia", &[(NETWORKS, &annotation)]);
+    let (w, _, pod) = one_nad_world("amnesia");
     let conf = w.conf(json!({}));
     w.cni("ADD", &pod, &conf).ok();
     std::fs::remove_dir_all(w.path("multus")).unwrap();
@@ -922,9 +907,7 @@ fn del_without_any_cache_rebuilds_from_the_api() {
 fn del_without_cache_and_hanging_api_still_deletes_the_primary() {
     require_link_type!("macvlan");
     use kube_standin::{Fault, FaultAction};
-    let mut w = World::new();
-    let annotation = nads(&mut w, 1);
-    let pod = w.add_pod("stranded", &[(NETWORKS, &annotation)]);
+    let (w, _, pod) = one_nad_world("stranded");
     let conf = w.conf(json!({}));
     w.cni("ADD", &pod, &conf).ok();
     std::fs::remove_dir_all(w.path("multus")).unwrap();
@@ -935,7 +918,7 @@ fn del_without_cache_and_hanging_api_still_deletes_the_primary() {
     // The primary's lease is released; net1's cannot be known without the API.
     let leases = w.leases();
     assert!(leases.iter().all(|l| !l.starts_with(PRIMARY)), "{leases:?}");
-    assert!(w.netns.links().iter().all(|l| l.name != "eth0"));
+    assert!(w.netns.pod_links().iter().all(|l| l.name != "eth0"));
 }
 
 /// CHECK after a `default-route` ADD (everything cniVersion >= 0.4.0): the cached
@@ -969,13 +952,13 @@ fn nad_without_config_uses_the_conf_dir_file() {
     let mut file = w.macvlan("0.3.1", &parent, "10.92.0.0/24", "10.92.0.10", "10.92.0.20");
     file["name"] = "from-file".into();
     std::fs::write(w.path("net.d").join("10-from-file.conf"), serde_json::to_vec(&file).unwrap()).unwrap();
-    w.api.add_nad(json!({
+    w.api.standin.add_nad(json!({
         "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
         "metadata": {"name": "from-file", "namespace": "default"}, "spec": {}
     }));
     let pod = w.add_pod("filed", &[(NETWORKS, "from-file")]);
     w.cni("ADD", &pod, &w.conf(json!({}))).ok();
-    assert_eq!(w.netns.link("net1").addrs, vec!["10.92.0.10/24"]);
+    assert_eq!(w.netns.expect_link("net1").addrs, vec!["10.92.0.10/24"]);
     assert_eq!(w.network_status(&pod)[1]["name"], "default/from-file");
     w.cni("DEL", &pod, &w.conf(json!({}))).ok();
     w.assert_nothing_left();
@@ -1013,8 +996,8 @@ fn default_network_override_with_additional_networks() {
     let pod = w.add_pod("both", &[("v1.multus-cni.io/default-network", "alt-net"), (NETWORKS, "extra")]);
     let conf = w.conf(json!({}));
     w.cni("ADD", &pod, &conf).ok();
-    assert_eq!(w.netns.link("eth0").addrs, vec!["10.77.0.10/24"]);
-    assert_eq!(w.netns.link("net1").addrs, vec!["10.93.0.10/24"]);
+    assert_eq!(w.netns.expect_link("eth0").addrs, vec!["10.77.0.10/24"]);
+    assert_eq!(w.netns.expect_link("net1").addrs, vec!["10.93.0.10/24"]);
     let names: Vec<Value> = w.network_status(&pod).iter().map(|s| s["name"].clone()).collect();
     assert_eq!(names, vec![json!("kube-system/alt-net"), json!("default/extra")]);
     w.cni("DEL", &pod, &conf).ok();
@@ -1072,19 +1055,16 @@ fn unreachable_default_route_gateway_rolls_back() {
 #[test]
 fn del_without_cache_and_nad_gone_tears_down_primary_without_events() {
     require_link_type!("macvlan");
-    let mut w = World::new();
-    let annotation = nads(&mut w, 1);
-    let pod = w.add_pod("orphan", &[(NETWORKS, &annotation)]);
+    let (w, _, pod) = one_nad_world("orphan");
     let conf = w.conf(json!({}));
     w.cni("ADD", &pod, &conf).ok();
     let events_after_add = w.api.events().len();
     std::fs::remove_dir_all(w.path("multus")).unwrap();
     // The NAD disappears: replace the API with one that only knows the pod.
-    let fresh = kube_standin::StandIn::start();
-    fresh.add_pod(w.api.pod("default", "orphan").unwrap());
-    fresh.write_kubeconfig(&w.path("kubeconfig"), "t").unwrap();
+    let fresh = Api::start_at(w.path("kubeconfig"), "t".into());
+    fresh.standin.add_pod(w.api.pod("default", "orphan").unwrap());
     w.cni("DEL", &pod, &conf).ok();
-    assert!(w.netns.links().iter().all(|l| l.name != "eth0"), "{:?}", w.netns.links());
+    assert!(w.netns.pod_links().iter().all(|l| l.name != "eth0"), "{:?}", w.netns.pod_links());
     assert!(w.leases().iter().all(|l| !l.starts_with(PRIMARY)), "{:?}", w.leases());
     assert_eq!(fresh.events(), Vec::<Value>::new(), "no events on DEL");
     assert_eq!(w.api.events().len(), events_after_add);
@@ -1151,7 +1131,7 @@ fn grammar_details_reach_the_plugins() {
         let pod = w.add_pod(&format!("grammar{i}"), &[(NETWORKS, annotation)]);
         w.cni("ADD", &pod, &conf).ok();
         for (ifname, addr) in *want {
-            let link = w.netns.link(ifname);
+            let link = w.netns.expect_link(ifname);
             assert!(link.addrs.iter().any(|a| a.starts_with(addr)), "{annotation}: {ifname} has {:?}", link.addrs);
         }
         w.cni("DEL", &pod, &conf).ok();
@@ -1164,9 +1144,7 @@ fn grammar_details_reach_the_plugins() {
 #[test]
 fn legacy_networks_status_key_is_opt_in() {
     require_link_type!("macvlan");
-    let mut w = World::new();
-    let annotation = nads(&mut w, 1);
-    let pod = w.add_pod("legacy", &[(NETWORKS, &annotation)]);
+    let (w, annotation, pod) = one_nad_world("legacy");
     let conf = w.conf(json!({"writeLegacyNetworksStatus": true}));
     w.cni("ADD", &pod, &conf).ok();
     let anns = w.api.pod("default", "legacy").unwrap()["metadata"]["annotations"].clone();

@@ -7,12 +7,11 @@
 //! 1.1.0 plugin (`examples/fake_delegate.rs`) records STATUS and GC forwarding, which
 //! Debian's plugins (CNI ≤ 1.0.0) do not speak.
 
-#[macro_use]
-mod common;
+mod support;
 
-use common::*;
 use serde_json::{Value, json};
 use std::path::PathBuf;
+use support::*;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Mode {
@@ -26,10 +25,6 @@ enum Mode {
 const NAD: &str = "modes-primary";
 
 /// The environment libcni gives STATUS and GC: no container, netns or interface.
-fn verb(command: &str) -> Invocation {
-    Invocation::new(command, "", "").unset("CNI_CONTAINERID").unset("CNI_NETNS").unset("CNI_IFNAME").unset("CNI_ARGS")
-}
-
 fn write_json(path: &std::path::Path, v: &Value) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, v.to_string()).unwrap();
@@ -224,7 +219,7 @@ fn gc_real(mode: Mode) {
     assert_eq!(lease_counts(&w), (2, 2));
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": keep, "ifname": "eth0"}]);
-    verb("GC").run_json(&gc).ok();
+    Invocation::node_wide("GC").run_json(&gc).ok();
     assert_eq!(lease_counts(&w), (1, 1));
     assert!(ns_stale.link("eth0").is_none() && ns_stale.link("net1").is_none());
     assert!(ns_keep.link("eth0").is_some() && ns_keep.link("net1").is_some());
@@ -237,11 +232,11 @@ fn gc_real(mode: Mode) {
 fn status_fake(mode: Mode) {
     let w = World::new(mode);
     let conf = w.conf("1.1.0", w.dir.fake("pri", "1.1.0", json!({})), None, json!({}));
-    verb("STATUS").run_json(&conf).ok();
+    Invocation::node_wide("STATUS").run_json(&conf).ok();
     assert_eq!(w.dir.call_summary(), [call("STATUS", "pri", "")]);
     let w = World::new(mode);
     let conf = w.conf("1.1.0", w.dir.fake("pri", "1.1.0", json!({"status": "fail50"})), None, json!({}));
-    verb("STATUS").run_json(&conf).err(50);
+    Invocation::node_wide("STATUS").run_json(&conf).err(50);
 }
 
 /// GC reaches the primary with the runtime's list and the secondary with the kept pod's
@@ -259,15 +254,11 @@ fn gc_fake(mode: Mode) {
     let mut gc = conf.clone();
     let valid = json!([{"containerID": keep, "ifname": "eth0"}]);
     gc["cni.dev/valid-attachments"] = valid.clone();
-    verb("GC").run_json(&gc).ok();
+    Invocation::node_wide("GC").run_json(&gc).ok();
     let calls = w.dir.calls();
-    let summary: Vec<_> = calls
-        .iter()
-        .map(|c| (c["command"].as_str().unwrap(), c["name"].as_str().unwrap(), c["containerId"].as_str().unwrap()))
-        .collect();
     assert_eq!(
-        summary,
-        [("DEL", "sec", stale.as_str()), ("DEL", "pri", stale.as_str()), ("GC", "pri", ""), ("GC", "sec", "")]
+        w.dir.call_summary_by("containerId"),
+        [call("DEL", "sec", &stale), call("DEL", "pri", &stale), call("GC", "pri", ""), call("GC", "sec", "")]
     );
     assert_eq!(calls[2]["stdin"]["cni.dev/valid-attachments"], valid);
     assert_eq!(calls[3]["stdin"]["cni.dev/valid-attachments"], json!([{"containerID": keep, "ifname": "net1"}]));
@@ -379,7 +370,7 @@ fn nad_api_down_nothing_known_del_succeeds_status_is_50() {
     run.ok();
     assert!(run.stderr.contains(NAD) && run.stderr.contains("not deleted"), "{}", run.stderr);
     assert_eq!(lease_counts(&w), (1, 0), "the default network is released, the unknown primary is not");
-    let e = verb("STATUS").run_json(&conf).err(50);
+    let e = Invocation::node_wide("STATUS").run_json(&conf).err(50);
     assert!(e["msg"].as_str().unwrap().contains(NAD), "{e}");
 }
 

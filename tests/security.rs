@@ -10,14 +10,13 @@
 //! A dangling link, a link to a directory or a file without an execute bit is "not
 //! found" (code 7) and nothing runs.
 
-#[macro_use]
-mod common;
+mod support;
 
-use common::*;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use support::*;
 
 /// A script outside binDir that leaves `<dir>/escaped` when it runs.
 fn canary(dir: &Path) -> (PathBuf, PathBuf) {
@@ -372,7 +371,7 @@ fn namespace_isolation_covers_both_annotations() {
 
 /// `(apiGroup, resource, verb)` granted by the ClusterRole of the DaemonSet manifest.
 fn granted() -> BTreeSet<(String, String, String)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deployments/multus-daemonset.yml");
+    let path = repo_path("deployments/multus-daemonset.yml");
     let docs: Vec<Value> = serde_saphyr::from_multiple(&std::fs::read_to_string(path).unwrap()).unwrap();
     let role = docs.iter().find(|d| d["kind"] == "ClusterRole").expect("a ClusterRole");
     let mut out = BTreeSet::new();

@@ -9,11 +9,10 @@
 //!   the MAC from its own `mac` key (non-master static delegates get no capabilities);
 //! * net2: macvlan (private) + host-local on the same parent.
 
-#[macro_use]
-mod common;
+mod support;
 
-use common::*;
 use serde_json::{Value, json};
+use support::*;
 
 const MAC_ETH0: &str = "02:4d:52:53:00:01";
 const MAC_NET1: &str = "02:4d:52:53:00:02";
@@ -346,7 +345,7 @@ fn seed_a_calico_config_fails_cleanly_without_calico() {
     let msg = e["msg"].as_str().unwrap();
     assert!(msg.contains(r#"failed to find plugin "calico""#), "{msg}");
     assert_eq!(e["cniVersion"], "0.3.1");
-    assert!(dir.cache_files().is_empty(), "{:?}", dir.cache_files());
+    dir.assert_no_cache_files();
     assert!(!dir.cni_dir.exists(), "nothing created in cniDir");
     assert_eq!(ns.link_names(), ["lo"]);
     // DEL of that pod falls back to the static delegates: it may only complain about

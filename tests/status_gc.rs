@@ -2,17 +2,12 @@
 //! file); GC deletes every cached container the runtime no longer knows and forwards
 //! GC to the master with the runtime's list and to each secondary network with its own.
 
-#[macro_use]
-mod common;
+mod support;
 
-use common::*;
 use serde_json::{Value, json};
+use support::*;
 
 /// The environment libcni gives STATUS and GC: no container, netns or interface.
-fn verb(command: &str) -> Invocation {
-    Invocation::new(command, "", "").unset("CNI_CONTAINERID").unset("CNI_NETNS").unset("CNI_IFNAME").unset("CNI_ARGS")
-}
-
 fn two_fakes(dir: &TestDir, version: &str, fa: Value, fb: Value) -> Vec<Value> {
     vec![dir.fake("fa", version, fa), dir.fake("fb", version, fb)]
 }
@@ -22,7 +17,7 @@ fn status_asks_only_the_master() {
     require_root!();
     let dir = TestDir::new().with_fake();
     let conf = dir.multus_conf("1.1.0", two_fakes(&dir, "1.1.0", json!({}), json!({})), json!({}));
-    assert_eq!(verb("STATUS").run_json(&conf).ok(), Value::Null);
+    assert_eq!(Invocation::node_wide("STATUS").run_json(&conf).ok(), Value::Null);
     assert_eq!(dir.call_summary(), [call("STATUS", "fa", "")]);
     assert!(!dir.cni_dir.exists());
 }
@@ -32,7 +27,7 @@ fn status_passes_the_master_code_through() {
     require_root!();
     let dir = TestDir::new().with_fake();
     let conf = dir.multus_conf("1.1.0", two_fakes(&dir, "1.1.0", json!({"status": "fail50"}), json!({})), json!({}));
-    verb("STATUS").run_json(&conf).err(50);
+    Invocation::node_wide("STATUS").run_json(&conf).err(50);
 }
 
 /// Debian's plugins speak 1.0.0 at most: a master below 1.1.0 is not asked.
@@ -41,7 +36,7 @@ fn status_skips_a_master_older_than_1_1_0() {
     require_root!();
     let dir = TestDir::new().with_fake();
     let conf = dir.multus_conf("1.1.0", two_fakes(&dir, "1.0.0", json!({}), json!({})), json!({}));
-    verb("STATUS").run_json(&conf).ok();
+    Invocation::node_wide("STATUS").run_json(&conf).ok();
     assert!(dir.calls().is_empty());
 }
 
@@ -55,11 +50,11 @@ fn status_without_the_readiness_file_is_50() {
         two_fakes(&dir, "1.1.0", json!({}), json!({})),
         json!({"readinessindicatorfile": ready}),
     );
-    let e = verb("STATUS").run_json(&conf).err(50);
+    let e = Invocation::node_wide("STATUS").run_json(&conf).err(50);
     assert!(e["msg"].as_str().unwrap().contains("ready"), "{e}");
     assert!(dir.calls().is_empty());
     std::fs::write(&ready, b"").unwrap();
-    verb("STATUS").run_json(&conf).ok();
+    Invocation::node_wide("STATUS").run_json(&conf).ok();
 }
 
 /// Two pods ADDed; GC keeping only the first DELs the second (in reverse, from its
@@ -82,16 +77,12 @@ fn gc_deletes_containers_the_runtime_no_longer_knows() {
     let mut gc_conf = conf.clone();
     let valid = json!([{"containerID": keep, "ifname": "eth0"}, {"containerID": keep, "ifname": "net1"}]);
     gc_conf["cni.dev/valid-attachments"] = valid.clone();
-    verb("GC").run_json(&gc_conf).ok();
+    Invocation::node_wide("GC").run_json(&gc_conf).ok();
 
     let calls = dir.calls();
-    let summary: Vec<_> = calls
-        .iter()
-        .map(|c| (c["command"].as_str().unwrap(), c["name"].as_str().unwrap(), c["containerId"].as_str().unwrap()))
-        .collect();
     assert_eq!(
-        summary,
-        [("DEL", "fb", stale.as_str()), ("DEL", "fa", stale.as_str()), ("GC", "fa", ""), ("GC", "fb", "")]
+        dir.call_summary_by("containerId"),
+        [call("DEL", "fb", &stale), call("DEL", "fa", &stale), call("GC", "fa", ""), call("GC", "fb", "")]
     );
     assert_eq!(calls[0]["ifname"], "net1");
     assert!(calls[0]["stdin"]["prevResult"]["ips"].is_array(), "DEL replays the cached result");
@@ -104,8 +95,8 @@ fn gc_deletes_containers_the_runtime_no_longer_knows() {
 
     // an empty list: nothing is valid any more
     gc_conf["cni.dev/valid-attachments"] = json!([]);
-    verb("GC").run_json(&gc_conf).ok();
-    assert!(dir.cache_files().is_empty(), "{:?}", dir.cache_files());
+    Invocation::node_wide("GC").run_json(&gc_conf).ok();
+    dir.assert_no_cache_files();
 }
 
 /// A stale container whose DEL fails keeps its scratch cache for the next GC.
@@ -119,11 +110,11 @@ fn gc_keeps_what_it_could_not_delete() {
     Invocation::new("ADD", &cid, &ns.path).run_json(&conf).ok();
     let mut gc_conf = conf.clone();
     gc_conf["cni.dev/valid-attachments"] = json!([]);
-    let e = verb("GC").run_json(&gc_conf).err(7);
+    let e = Invocation::node_wide("GC").run_json(&gc_conf).err(7);
     assert!(e["msg"].as_str().unwrap().contains(&cid), "{e}");
     assert!(dir.scratch_cache(&cid).exists());
-    verb("GC").run_json(&gc_conf).ok();
-    assert!(dir.cache_files().is_empty(), "{:?}", dir.cache_files());
+    Invocation::node_wide("GC").run_json(&gc_conf).ok();
+    dir.assert_no_cache_files();
 }
 
 #[test]
@@ -131,8 +122,8 @@ fn gc_and_status_need_1_1_0() {
     require_root!();
     let dir = TestDir::new().with_fake();
     let conf = dir.multus_conf("1.0.0", two_fakes(&dir, "1.0.0", json!({}), json!({})), json!({}));
-    verb("GC").run_json(&conf).err(1);
-    verb("STATUS").run_json(&conf).err(1);
+    Invocation::node_wide("GC").run_json(&conf).err(1);
+    Invocation::node_wide("STATUS").run_json(&conf).err(1);
     assert!(dir.calls().is_empty());
 }
 
@@ -147,7 +138,7 @@ fn gc_without_a_list_touches_nothing() {
     let cid = format!("itest-{}", unique("n"));
     Invocation::new("ADD", &cid, &ns.path).run_json(&conf).ok();
     std::fs::remove_file(&dir.record).unwrap();
-    verb("GC").run_json(&conf).ok();
+    Invocation::node_wide("GC").run_json(&conf).ok();
     assert!(dir.calls().is_empty(), "{:?}", dir.call_summary());
     assert_eq!(dir.cache_files().len(), 3, "{:?}", dir.cache_files());
 }
@@ -164,7 +155,7 @@ fn logging_follows_the_config() {
         vec![],
         json!({"logFile": log, "logLevel": "debug", "logToStderr": false, "delegates": []}),
     );
-    let run = verb("STATUS").run_json(&conf);
+    let run = Invocation::node_wide("STATUS").run_json(&conf);
     assert!(run.stderr.trim().is_empty(), "stderr: {}", run.stderr);
     run.err(7);
     let logged = std::fs::read_to_string(&log).unwrap();

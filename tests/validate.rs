@@ -1,10 +1,13 @@
 //! `multus validate` as a user runs it: the built binary on the seeds' NADs and
 //! annotations (shared/SEEDS.md §C, §D), broken ones, stdin, `--json`, exit codes.
 
+mod support;
+
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+use support::{multus_cli, repo_path};
 
 /// C1 (seed 002), verbatim: one plugin, macvlan on enp0s8, host-local, no `name`.
 const C1: &str = r#"apiVersion: "k8s.cni.cncf.io/v1"
@@ -61,46 +64,9 @@ spec:
     }'
 "#;
 
-/// C3 (seed 004), verbatim: two ipvlan NADs, one file each in the seed, `---` each.
-const C3: &str = r#"---
-apiVersion: "k8s.cni.cncf.io/v1"
-kind: NetworkAttachmentDefinition
-metadata:
-  name: ipvlan-conf-1
-spec:
-  config: '{
-      "cniVersion": "0.3.0",
-      "type": "ipvlan",
-      "master": "eth1",
-      "mode": "l3",
-      "ipam": {
-        "type": "host-local",
-        "subnet": "10.0.4.0/24",
-        "rangeStart": "10.0.4.70",
-        "rangeEnd": "10.0.4.80",
-        "gateway": "10.0.4.1"
-      }
-    }'
----
-apiVersion: "k8s.cni.cncf.io/v1"
-kind: NetworkAttachmentDefinition
-metadata:
-  name: ipvlan-conf-2
-spec:
-  config: '{
-      "cniVersion": "0.3.0",
-      "type": "ipvlan",
-      "master": "eth2",
-      "mode": "l3",
-      "ipam": {
-        "type": "host-local",
-        "subnet": "10.0.6.0/24",
-        "rangeStart": "10.0.6.70",
-        "rangeEnd": "10.0.6.80",
-        "gateway": "10.0.6.1"
-      }
-    }'
-"#;
+/// C3 (seed 004), verbatim: two ipvlan NADs, one file each in the seed, `---` each (also
+/// the NAD of `k8s_e2e`'s `seed_ipvlan_failure_is_reported_and_rolled_back`).
+const C3: &str = include_str!("data/seed-004-ipvlan-nads.yaml");
 
 /// D3 (seed 001): JSON form with a static address per pod.
 const D3: &str = r#"[{ "name": "macvlan-conf", "ips": [ "10.1.1.101/24" ], "gateway": [ "10.1.1.1" ] }]"#;
@@ -125,8 +91,7 @@ impl Outcome {
 
 /// Runs `multus validate ARGS`, feeding `stdin`.
 fn validate(args: &[&str], stdin: &str) -> Outcome {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_multus"))
-        .arg("validate")
+    let mut child = multus_cli(&["validate"])
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -191,7 +156,7 @@ fn seed_nads_are_valid() {
 
 #[test]
 fn the_repository_example_is_valid() {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/k8s/macvlan-conf.yaml");
+    let example = repo_path("examples/k8s/macvlan-conf.yaml");
     assert_eq!(validate(&[path_arg(&example)], "").code, Some(0));
 }
 
@@ -349,8 +314,7 @@ fn a_reader_that_hangs_up_early_is_no_crash() {
     // A pipe whose reader is gone before the first write, as with `multus validate ... | head -0`.
     let (reader, writer) = std::io::pipe().expect("pipe");
     drop(reader);
-    let out = Command::new(env!("CARGO_BIN_EXE_multus"))
-        .args(["validate", c2.arg()])
+    let out = multus_cli(&["validate", c2.arg()])
         .stdout(writer)
         .stderr(Stdio::piped())
         .output()
@@ -362,7 +326,7 @@ fn a_reader_that_hangs_up_early_is_no_crash() {
 /// against the quickstart NADs (ips and mac requested, both declared).
 #[test]
 fn pods_are_checked_against_the_nads_given() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart");
+    let dir = repo_path("examples/quickstart");
     let out = validate(&["--json", path_arg(&dir)], "");
     assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
     let checks = out.json();
