@@ -14,10 +14,34 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// A held slot; dropping it releases the lock.
+/// A held slot; dropping it releases the lock, unless its request was abandoned.
 #[derive(Debug)]
 pub struct Permit {
-    _lock: Flock<File>,
+    lock: Option<Flock<File>>,
+    answered: bool,
+}
+
+/// Slots whose requests were abandoned while possibly still at the server, held until
+/// the process exits (the kernel then releases them).
+static ABANDONED: std::sync::Mutex<Vec<Flock<File>>> = std::sync::Mutex::new(Vec::new());
+
+impl Permit {
+    /// The request this slot was taken for has its answer (or failed at our end): the
+    /// slot may go back as soon as the permit is dropped.
+    pub fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Permit {
+    /// A request given up while in flight (a timeout, the events' bounded wait) may still
+    /// be at the server: releasing its slot now would let another plugin send while the
+    /// server still counts it. Its slot is kept until this process exits.
+    fn drop(&mut self) {
+        if let (false, Some(lock)) = (self.answered, self.lock.take()) {
+            ABANDONED.lock().unwrap_or_else(|e| e.into_inner()).push(lock);
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -59,7 +83,7 @@ impl Brake {
                 )
             })?;
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(lock) => return Ok(Some(Permit { _lock: lock })),
+                Ok(lock) => return Ok(Some(Permit { lock: Some(lock), answered: false })),
                 Err((_, nix::errno::Errno::EWOULDBLOCK)) => continue,
                 Err((_, e)) => {
                     return Err(CniError::io(
@@ -104,12 +128,17 @@ mod tests {
         let brake = Brake::new(dir.path(), 2).unwrap();
         let far = Instant::now() + Duration::from_secs(5);
         let a = brake.acquire(far).await.unwrap();
-        let _b = brake.acquire(far).await.unwrap();
+        let b = brake.acquire(far).await.unwrap();
         let err = brake.acquire(Instant::now() + Duration::from_millis(20)).await.unwrap_err();
         assert_eq!(err.code, 11);
         assert!(err.msg.contains("maxNodeApiRequests"), "{}", err.msg);
-        drop(a);
-        brake.acquire(Instant::now() + Duration::from_millis(20)).await.unwrap();
+        a.answered();
+        let c = brake.acquire(Instant::now() + Duration::from_millis(20)).await.unwrap();
+        // An abandoned request keeps its slot for the life of the process.
+        drop(b);
+        assert!(brake.acquire(Instant::now() + Duration::from_millis(20)).await.is_err());
+        c.answered();
+        brake.acquire(Instant::now() + Duration::from_millis(20)).await.unwrap().answered();
         assert!(Brake::new(dir.path(), 0).is_none());
     }
 }

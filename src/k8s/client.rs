@@ -153,7 +153,11 @@ impl Kube {
             };
             crate::spool::API_REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let answer = tokio::time::timeout(remaining.min(MAX_REQUEST), call()).await;
-            drop(permit);
+            // Timed out: the request may still be at the server; its slot stays taken
+            // (dropped unanswered). So does it when this whole call is given up.
+            if let (Ok(_), Some(permit)) = (&answer, permit) {
+                permit.answered();
+            }
             if !matches!(answer, Ok(Ok(_))) {
                 crate::spool::API_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
