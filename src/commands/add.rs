@@ -11,7 +11,7 @@ use crate::error::{CniError, Result, code};
 use crate::k8s::client::Kube;
 use crate::k8s::pod::{self, PodInfo, PodLookup};
 use crate::k8s::status;
-use crate::netns::NetnsOps;
+use crate::netns::{NetnsError, NetnsOps};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -19,15 +19,19 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub async fn add<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>) -> Result<Value> {
-    let conf = &inv.conf;
-    conf.require_networks()?;
+    inv.conf.require_networks()?;
     let k8s = inv.k8s_args()?;
-    wait_for_readiness(conf, &k8s).await?;
+    super::tag_pod_errors(&k8s, add_pod(inv, &k8s).await)
+}
+
+async fn add_pod<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>, k8s: &K8sArgs) -> Result<Value> {
+    let conf = &inv.conf;
+    wait_for_readiness(conf).await?;
     // A node whose own plugins are missing should say so before anything else.
     if conf.cluster_network.is_empty() {
         for d in inv.static_delegates()? {
             delegate::check_binaries(&inv.exec, &d.config)
-                .map_err(|e| e.context(format!("{} network {:?}", k8s.tag(), d.name)))?;
+                .map_err(|e| e.context(format!("network {:?}", d.name)).about_pod_phrase())?;
         }
     }
     // The client is built only here: no other verb needs the API.
@@ -46,7 +50,7 @@ pub async fn add<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>) -> Result<V
     };
     let plan = plan_with_events(inv, kube.as_ref(), &k8s, pod.as_ref()).await?;
     let attachments = &plan.attachments;
-    validate_plan(inv, &k8s, attachments).await?;
+    validate_plan(inv, attachments).await?;
     let cid = &inv.env.container_id;
     crate::devices::write_device_info(conf, cid, attachments.iter().map(|a| (&a.delegate, &a.device)));
     // A failed run rolls back what ran; the device-info files of the rest go too.
@@ -65,7 +69,7 @@ pub async fn add<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>) -> Result<V
         && let Err(e) = publish(inv, kube, pod, &plan, &results).await
     {
         rollback(inv, &k8s, attachments, &results).await;
-        return Err(e.context(k8s.tag()));
+        return Err(e.about_pod());
     }
     primary_result(conf, attachments, &results)
 }
@@ -125,10 +129,9 @@ async fn apply_default_routes<E: PluginExec, N: NetnsOps>(
         for gw in &a.default_route {
             let d = &a.delegate;
             inv.netns.set_default_route(netns, &d.ifname, *gw).await.map_err(|e| {
-                CniError::new(
-                    code::NETNS,
-                    format!("{} error setting default gateway {gw} on {}: {e}", k8s.tag(), d.ifname),
-                )
+                CniError::from(e)
+                    .context(format!("error setting default gateway {gw} on {}", d.ifname))
+                    .about_pod_phrase()
             })?;
             taken.push((i, *gw));
         }
@@ -219,40 +222,26 @@ async fn publish<E: PluginExec, N: NetnsOps>(
 
 /// Everything that can be checked before anything runs: binaries, interface names
 /// unique in the plan and not yet taken in the pod's netns.
-pub async fn validate_plan<E: PluginExec, N: NetnsOps>(
-    inv: &Invocation<E, N>,
-    k8s: &K8sArgs,
-    plan: &[Attachment],
-) -> Result<()> {
+pub async fn validate_plan<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>, plan: &[Attachment]) -> Result<()> {
     let mut seen = HashSet::new();
     for d in plan.iter().map(|a| &a.delegate) {
         delegate::check_binaries(&inv.exec, &d.config)
-            .map_err(|e| e.context(format!("{} network {:?}", k8s.tag(), d.name)))?;
+            .map_err(|e| e.context(format!("network {:?}", d.name)).about_pod_phrase())?;
         if !seen.insert(d.ifname.as_str()) {
             return Err(CniError::invalid_config(format!(
-                "{} interface name {} is requested by more than one network (second: {})",
-                k8s.tag(),
-                d.ifname,
-                d.name
-            )));
+                "interface name {} is requested by more than one network (second: {})",
+                d.ifname, d.name
+            ))
+            .about_pod_phrase());
         }
         crate::cni::env::check_ifname(&d.ifname)
-            .map_err(|e| CniError::invalid_config(format!("{} network {:?}: {e}", k8s.tag(), d.name)))?;
+            .map_err(|e| CniError::invalid_config(format!("network {:?}: {e}", d.name)).about_pod_phrase())?;
     }
     // One netlink dump of the pod's links, not one lookup per attachment.
-    let existing = inv
-        .netns
-        .links(Path::new(&inv.env.netns))
-        .await
-        .map_err(|e| CniError::new(code::NETNS, format!("{} {e}", k8s.tag())))?;
+    let existing =
+        inv.netns.links(Path::new(&inv.env.netns)).await.map_err(|e| CniError::from(e).about_pod_phrase())?;
     if let Some(d) = plan.iter().map(|a| &a.delegate).find(|d| existing.iter().any(|l| l.name == d.ifname)) {
-        return Err(CniError::new(
-            code::NETNS,
-            format!(
-                "cannot set {:?} interface name to {:?}: interface name {} already exists",
-                d.name, d.ifname, d.ifname
-            ),
-        ));
+        return Err(NetnsError::InterfaceExists { network: d.name.clone(), ifname: d.ifname.clone() }.into());
     }
     Ok(())
 }
@@ -267,7 +256,7 @@ pub async fn run_delegates<E: PluginExec, N>(
 ) -> Result<Vec<DelegateResult>> {
     let cni_dir = inv.cni_dir();
     cache::save_delegates(&cni_dir, &inv.env.container_id, plan.iter().map(|a| &a.delegate))
-        .map_err(|e| e.context(format!("{} error saving the delegates", k8s.tag())))?;
+        .map_err(|e| e.context("error saving the delegates").about_pod_phrase())?;
     let mut results: Vec<DelegateResult> = Vec::with_capacity(plan.len());
     // Each result is written (temp + fsync + rename) on a blocking thread while the next
     // delegate runs: the fsyncs cost journal commits on the node's disk and would
@@ -302,7 +291,7 @@ pub async fn run_delegates<E: PluginExec, N>(
     for w in writes {
         let written = w.await.unwrap_or_else(|e| Err(CniError::new(code::IO, format!("results cache writer: {e}"))));
         if let (Err(e), None) = (written, &failure) {
-            failure = Some((results.len() - 1, e.context(k8s.tag())));
+            failure = Some((results.len() - 1, e.about_pod()));
         }
     }
     if let Some((i, e)) = failure {
@@ -344,7 +333,7 @@ pub fn primary_result(conf: &MultusConf, plan: &[Attachment], results: &[Delegat
 
 /// Wait for `readinessindicatorfile` (the default network's "I am ready" file): polled
 /// every second up to the configured budget, then "try again later" (code 11).
-pub async fn wait_for_readiness(conf: &MultusConf, k8s: &K8sArgs) -> Result<()> {
+pub async fn wait_for_readiness(conf: &MultusConf) -> Result<()> {
     if conf.readiness_indicator_file.is_empty() {
         return Ok(());
     }
@@ -359,11 +348,11 @@ pub async fn wait_for_readiness(conf: &MultusConf, k8s: &K8sArgs) -> Result<()> 
             return Err(CniError::new(
                 code::TRY_AGAIN_LATER,
                 format!(
-                    "{}: have you checked that your default network is ready? still waiting for readinessindicatorfile @ {}",
-                    k8s.tag(),
+                    "have you checked that your default network is ready? still waiting for readinessindicatorfile @ {}",
                     path.display()
                 ),
-            ));
+            )
+            .about_pod());
         }
         tokio::time::sleep(Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now()))).await;
     }

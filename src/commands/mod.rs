@@ -154,6 +154,12 @@ fn refuse_own_netns(env: &CniEnv) -> Result<()> {
     Ok(())
 }
 
+/// Where a verb that works on a pod returns: the errors marked as about the pod
+/// ([`CniError::about_pod`]) get its tag `[ns/name/uid]`, here and nowhere else.
+pub(crate) fn tag_pod_errors<T>(k8s: &K8sArgs, result: Result<T>) -> Result<T> {
+    result.map_err(|e| e.with_pod_tag(&k8s.tag()))
+}
+
 /// One invocation's world: the config, the runtime's environment, and the effects
 /// (plugin execution, netns operations) behind traits so tests can substitute fakes.
 pub struct Invocation<E, N> {

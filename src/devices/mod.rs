@@ -152,7 +152,7 @@ pub async fn attach(
                 tracing::warn!("{} devices unknown, attachments go without: {}", k8s.tag(), e.msg);
                 ResourceMap::default()
             }
-            Err(e) => return Err(e.context(k8s.tag())),
+            Err(e) => return Err(e.about_pod()),
         };
         let mut used: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, (d, r)) in delegates.iter_mut().zip(resources).enumerate() {
@@ -164,8 +164,7 @@ pub async fn attach(
                     continue;
                 }
                 return Err(CniError::invalid_config(format!(
-                    "{} network {:?} ({}): the pod has no device of resource {r:?} for it: the kubelet allocated {} ({}) to the pod and {} attachments need one; add {r:?} to the pod's resource requests and limits, once per attachment",
-                    k8s.tag(),
+                    "network {:?} ({}): the pod has no device of resource {r:?} for it: the kubelet allocated {} ({}) to the pod and {} attachments need one; add {r:?} to the pod's resource requests and limits, once per attachment",
                     d.name,
                     d.ifname,
                     ids.len(),

@@ -1,0 +1,108 @@
+//! The leaf error kinds, and the one place each is given its CNI code: the
+//! `From<kind> for CniError` impls below. Code elsewhere builds a kind and uses `?`.
+
+use super::{CniError, code};
+use crate::netns::NetnsError;
+use std::time::Duration;
+
+/// The Kubernetes side: the kubeconfig, its exec credential plugin, the client, the API's answers.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("failed to read the kubeconfig {path}: {why}")]
+    KubeconfigRead { path: String, why: String },
+    #[error("the kubeconfig {path} is not UTF-8")]
+    KubeconfigNotUtf8 { path: String },
+    #[error("failed to get context for the kubeconfig {path}: {why}")]
+    KubeconfigContext { path: String, why: String },
+    #[error("exec credential plugin: {0}")]
+    ExecPlugin(String),
+    #[error("exec credential plugin printed neither a token nor a certificate")]
+    ExecPluginNoCredential,
+    #[error(
+        "exec credential plugin {command} did not finish within the API budget ({budget:?}, apiTimeoutSeconds) and was killed"
+    )]
+    ExecPluginDeadline { command: String, budget: Duration },
+    #[error("in-cluster configuration: {0}")]
+    InCluster(String),
+    #[error("cannot build the Kubernetes client: {0}")]
+    ClientBuild(String),
+    #[error("{what}: no answer from the API server within the budget")]
+    BudgetSpent { what: String },
+    #[error("{what}: the API server did not answer in time")]
+    NoAnswer { what: String },
+    #[error("{what}: conflict after 5 attempts")]
+    Conflict { what: String },
+    #[error("pod {namespace}/{name} with UID {uid:?} no longer exists (replaced by a pod of the same name): {why}")]
+    PodReplaced { namespace: String, name: String, uid: String, why: String },
+    #[error("expected pod UID {expected:?} but got {got:?} from Kube API")]
+    PodUidMismatch { expected: String, got: String },
+    #[error(
+        "cannot find a network-attachment-definition ({name}) in namespace ({namespace}): network-attachment-definitions.k8s.cni.cncf.io {name:?} not found"
+    )]
+    NadNotFound { namespace: String, name: String },
+    #[error("network {namespace}/{name} needs the Kubernetes API, which is not configured")]
+    NeedsApi { namespace: String, name: String },
+    /// A failed API call, in the words of [`crate::k8s::errors::api_error`].
+    #[error("{message}")]
+    Api { message: String, transient: bool },
+}
+
+impl From<KubeError> for CniError {
+    fn from(e: KubeError) -> Self {
+        let code = match &e {
+            KubeError::ExecPluginDeadline { .. }
+            | KubeError::BudgetSpent { .. }
+            | KubeError::NoAnswer { .. }
+            | KubeError::Conflict { .. }
+            | KubeError::Api { transient: true, .. } => code::TRY_AGAIN_LATER,
+            _ => code::KUBERNETES,
+        };
+        CniError::new(code, e.to_string())
+    }
+}
+
+/// A delegate plugin's run. `what` is `plugin type="x" (ADD)`.
+#[derive(Debug, thiserror::Error)]
+pub enum DelegateError {
+    #[error("{what}: cannot execute {path}: {source}")]
+    CannotExecute { what: String, path: String, source: std::io::Error },
+    #[error("{what} did not finish within {after:?} and was killed")]
+    Deadline { what: String, after: Duration },
+    #[error("{what}: {source}")]
+    Wait { what: String, source: std::io::Error },
+    #[error("{what} printed invalid JSON: {source}")]
+    InvalidJson { what: String, source: serde_json::Error, stdout: String },
+    #[error("{what} was killed by signal {signal} ({name})")]
+    Signal { what: String, signal: i32, name: &'static str, stderr: String },
+    /// The plugin's own CNI error; `code` is already checked (non-zero, 32 bits) or 100
+    /// with `note` saying why.
+    #[error("{what} failed: {msg}{note}")]
+    Failed { what: String, code: u32, msg: String, note: String, details: String },
+    #[error("{what} failed with {status} and no CNI error on stdout")]
+    NoCniError { what: String, status: std::process::ExitStatus, details: String },
+    #[error("plugin type={plugin:?} (ADD) printed no result")]
+    NoResult { plugin: String },
+    #[error("plugin type={plugin:?} (ADD) printed a result that is not a JSON object")]
+    NotAnObject { plugin: String },
+}
+
+impl From<DelegateError> for CniError {
+    fn from(e: DelegateError) -> Self {
+        let msg = e.to_string();
+        match e {
+            DelegateError::Failed { code, details, .. } => CniError::new(code, msg).with_details(details),
+            DelegateError::InvalidJson { stdout: details, .. }
+            | DelegateError::Signal { stderr: details, .. }
+            | DelegateError::NoCniError { details, .. } => {
+                CniError::new(code::DELEGATE_FAILED, msg).with_details(details)
+            }
+            _ => CniError::new(code::DELEGATE_FAILED, msg),
+        }
+    }
+}
+
+impl From<NetnsError> for CniError {
+    fn from(e: NetnsError) -> Self {
+        CniError::new(code::NETNS, e.to_string())
+    }
+}
