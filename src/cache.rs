@@ -11,7 +11,7 @@
 //! which left torn files after reboots: #1087).
 
 use crate::delegate::{Delegate, NetworkConfig};
-use crate::error::{CniError, Result, code};
+use crate::error::{CniError, EnvError, Result, code};
 use crate::{limits, safefs};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -55,7 +55,7 @@ pub fn scratch_path(cni_dir: &Path, container_id: &str) -> PathBuf {
 const RESULTS: &str = "results";
 
 fn invalid_id(container_id: &str) -> CniError {
-    CniError::new(code::INVALID_ENV, format!("invalid characters in container ID {container_id:?}"))
+    EnvError::InvalidContainerId(container_id.to_string()).into()
 }
 
 /// A failed read of a file in `cniDir`: over the limit names the limit and its key.

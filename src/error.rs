@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 mod kinds;
-pub use kinds::{DelegateError, KubeError};
+pub use kinds::{DelegateError, EnvError, KubeError, WaitError};
 
 /// CNI spec error codes (SPEC.md "Error"), plus the plugin-specific ones (100+).
 pub mod code {

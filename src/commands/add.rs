@@ -7,7 +7,7 @@ use crate::cache;
 use crate::cni::{CniResult, K8sArgs};
 use crate::config::MultusConf;
 use crate::delegate::{self, DelegateResult, PluginExec};
-use crate::error::{CniError, Result, code};
+use crate::error::{CniError, Result, WaitError, code};
 use crate::k8s::client::Kube;
 use crate::k8s::pod::{self, PodInfo, PodLookup};
 use crate::k8s::status;
@@ -345,14 +345,7 @@ pub async fn wait_for_readiness(conf: &MultusConf) -> Result<()> {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(CniError::new(
-                code::TRY_AGAIN_LATER,
-                format!(
-                    "have you checked that your default network is ready? still waiting for readinessindicatorfile @ {}",
-                    path.display()
-                ),
-            )
-            .about_pod());
+            return Err(CniError::from(WaitError::Readiness { path: path.display().to_string() }).about_pod());
         }
         tokio::time::sleep(Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now()))).await;
     }

@@ -22,7 +22,7 @@ pub mod podresources;
 use crate::cni::K8sArgs;
 use crate::config::MultusConf;
 use crate::delegate::Delegate;
-use crate::error::{CniError, Result, code};
+use crate::error::{CniError, Result, WaitError};
 use crate::k8s::client::Kube;
 use crate::k8s::pod::PodInfo;
 use kube::api::DynamicObject;
@@ -109,14 +109,11 @@ pub async fn lookup(conf: &MultusConf, pod: &PodInfo, budget: Duration) -> Resul
             Err(e) => return Err(e),
         }
     } else if !checkpoint.exists() {
-        return Err(CniError::new(
-            code::TRY_AGAIN_LATER,
-            format!(
-                "cannot learn the pod's devices: neither the kubelet pod-resources socket {} (podResourcesSocket) nor the kubelet checkpoint {} (kubeletCheckpointFile) exists",
-                socket.display(),
-                checkpoint.display()
-            ),
-        ));
+        return Err(WaitError::NoDeviceSource {
+            socket: socket.display().to_string(),
+            checkpoint: checkpoint.display().to_string(),
+        }
+        .into());
     }
     checkpoint::pod_resources(checkpoint, &pod.uid)
 }
@@ -246,6 +243,7 @@ pub fn remove_device_info(conf: &MultusConf, container_id: &str, d: &Delegate) {
 mod tests {
     use super::*;
     use crate::delegate::NetworkConfig;
+    use crate::error::code;
     use serde_json::json;
 
     fn conf(dir: &Path) -> MultusConf {

@@ -8,7 +8,7 @@
 //! are retried with backoff inside it.
 
 use super::ResourceMap;
-use crate::error::{CniError, Result, code};
+use crate::error::{CniError, Result, WaitError, code};
 use hyper_util::rt::TokioIo;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -60,15 +60,7 @@ pub async fn pod_resources(socket: &Path, namespace: &str, name: &str, budget: D
     }
     let deadline = Instant::now() + budget;
     let client = client(socket)?;
-    let timed_out = || {
-        CniError::new(
-            code::TRY_AGAIN_LATER,
-            format!(
-                "kubelet pod-resources on {} did not answer within {budget:?} (the API budget, apiTimeoutSeconds)",
-                socket.display()
-            ),
-        )
-    };
+    let timed_out = || CniError::from(WaitError::PodResources { socket: socket.display().to_string(), budget });
     let mut retry = Retry { socket, deadline, backoff: Duration::from_millis(50), timed_out: &timed_out };
     let of_pod = |p: &v1::PodResources| p.name == name && p.namespace == namespace;
     let mut map = ResourceMap::default();

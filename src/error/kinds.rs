@@ -106,3 +106,49 @@ impl From<NetnsError> for CniError {
         CniError::new(code::NETNS, e.to_string())
     }
 }
+
+/// A wait that ran out of time: waiting longer may help (code 11, "try again later").
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    #[error(
+        "another invocation for container {container_id} still holds its lock after {timeout:?} (raise it with the config key \"lockTimeoutSeconds\")"
+    )]
+    ContainerLock { container_id: String, timeout: Duration },
+    #[error(
+        "the node already has {cap} API requests in flight (maxNodeApiRequests) and none finished within the API budget (apiTimeoutSeconds)"
+    )]
+    NodeApiRequests { cap: u32 },
+    #[error("have you checked that your default network is ready? still waiting for readinessindicatorfile @ {path}")]
+    Readiness { path: String },
+    #[error("kubelet pod-resources on {socket} did not answer within {budget:?} (the API budget, apiTimeoutSeconds)")]
+    PodResources { socket: String, budget: Duration },
+    #[error(
+        "cannot learn the pod's devices: neither the kubelet pod-resources socket {socket} (podResourcesSocket) nor the kubelet checkpoint {checkpoint} (kubeletCheckpointFile) exists"
+    )]
+    NoDeviceSource { socket: String, checkpoint: String },
+}
+
+impl From<WaitError> for CniError {
+    fn from(e: WaitError) -> Self {
+        CniError::new(code::TRY_AGAIN_LATER, e.to_string())
+    }
+}
+
+/// What the runtime passed in the environment.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    #[error("invalid characters in container ID {0:?}")]
+    InvalidContainerId(String),
+}
+
+impl From<EnvError> for CniError {
+    fn from(e: EnvError) -> Self {
+        CniError::new(code::INVALID_ENV, e.to_string())
+    }
+}
+
+impl From<std::env::VarError> for CniError {
+    fn from(e: std::env::VarError) -> Self {
+        CniError::new(code::INVALID_ENV, e.to_string())
+    }
+}
