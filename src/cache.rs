@@ -320,10 +320,6 @@ pub fn result_name(network: &str, container_id: &str, ifname: &str) -> String {
     format!("{network}-{container_id}-{ifname}")
 }
 
-pub fn result_path(cni_dir: &Path, network: &str, container_id: &str, ifname: &str) -> PathBuf {
-    results_dir(cni_dir).join(result_name(network, container_id, ifname))
-}
-
 /// Whether the three parts of a record's identity are each valid (network name and
 /// container ID grammar, interface name rule): then the file name they make is one
 /// plain name inside the results directory.
@@ -589,12 +585,13 @@ mod tests {
             result: Some(json!({"cniVersion":"0.3.1"})),
         };
         save_result(dir.path(), &rec).unwrap();
-        assert!(result_path(dir.path(), "macvlan-conf", "cid", "net1").exists());
+        assert!(results_dir(dir.path()).join(result_name("macvlan-conf", "cid", "net1")).exists());
         let back = load_result(dir.path(), "macvlan-conf", "cid", "net1").unwrap();
         assert_eq!(back.result, rec.result);
-        let v: Value =
-            serde_json::from_slice(&std::fs::read(result_path(dir.path(), "macvlan-conf", "cid", "net1")).unwrap())
-                .unwrap();
+        let v: Value = serde_json::from_slice(
+            &std::fs::read(results_dir(dir.path()).join(result_name("macvlan-conf", "cid", "net1"))).unwrap(),
+        )
+        .unwrap();
         assert_eq!(v["kind"], "cniCacheV1");
         assert_eq!(v["cniArgs"], json!([["K8S_POD_NAME", "p"]]));
         assert_eq!(all_results(dir.path()).len(), 1);

@@ -153,13 +153,6 @@ pub fn is_own_netns(path: &Path) -> bool {
     }
 }
 
-/// Whether `path` names an existing namespace file (a bind-mounted or
-/// `/proc/PID/ns/*` namespace). False for an empty path, a missing file, a
-/// leftover mount point, or a path that cannot be opened.
-pub fn netns_exists(path: &Path) -> bool {
-    open_netns(path).is_ok()
-}
-
 fn io_error(path: impl Display, action: &'static str, source: impl Into<io::Error>) -> NetnsError {
     NetnsError::Io { path: path.to_string(), action, source: source.into() }
 }
@@ -714,20 +707,20 @@ mod tests {
         let result = Netlink.links(Path::new("/proc/thread-self/ns/uts")).await;
         assert!(matches!(result, Err(NetnsError::NotANamespace { .. })), "{result:?}");
 
-        assert!(!netns_exists(&missing));
-        assert!(!netns_exists(Path::new("")));
-        assert!(!netns_exists(leftover.path()));
-        assert!(netns_exists(Path::new(THREAD_NETNS)));
-        assert!(netns_exists(Path::new("/proc/self/ns/net")));
+        assert!(open_netns(&missing).is_err());
+        assert!(open_netns(Path::new("")).is_err());
+        assert!(open_netns(leftover.path()).is_err());
+        assert!(open_netns(Path::new(THREAD_NETNS)).is_ok());
+        assert!(open_netns(Path::new("/proc/self/ns/net")).is_ok());
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn netns_exists_for_a_named_netns() {
+    async fn a_named_netns_opens() {
         if !is_root() {
             return;
         }
         let netns = TestNetns::new();
-        assert!(netns_exists(&netns.path));
+        assert!(open_netns(&netns.path).is_ok());
     }
 
     #[tokio::test(flavor = "current_thread")]
