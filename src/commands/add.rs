@@ -37,7 +37,7 @@ async fn add_pod<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>, k8s: &K8sAr
     // The client is built only here: no other verb needs the API.
     let kube = if k8s.has_pod() { Kube::connect(conf, conf.api_timeout()).await? } else { None };
     let pod = match &kube {
-        Some(kube) => match pod::lookup(conf, kube, &k8s).await? {
+        Some(kube) => match pod::lookup(conf, kube, k8s).await? {
             PodLookup::Found(p) => Some(p),
             // As Go Multus: the pod is already gone (a racing deletion); succeed
             // without running anything so the runtime can tear the sandbox down.
@@ -48,17 +48,17 @@ async fn add_pod<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>, k8s: &K8sAr
         },
         None => None,
     };
-    let plan = plan_with_events(inv, kube.as_ref(), &k8s, pod.as_ref()).await?;
+    let plan = plan_with_events(inv, kube.as_ref(), k8s, pod.as_ref()).await?;
     let attachments = &plan.attachments;
     validate_plan(inv, attachments).await?;
     let cid = &inv.env.container_id;
     crate::devices::write_device_info(conf, cid, attachments.iter().map(|a| (&a.delegate, &a.device)));
     // A failed run rolls back what ran; the device-info files of the rest go too.
-    let mut results = run_delegates(inv, &k8s, attachments)
+    let mut results = run_delegates(inv, k8s, attachments)
         .await
         .inspect_err(|_| attachments.iter().for_each(|a| crate::devices::remove_device_info(conf, cid, &a.delegate)))?;
-    if let Err(e) = apply_default_routes(inv, &k8s, &plan, &mut results).await {
-        rollback(inv, &k8s, attachments, &results).await;
+    if let Err(e) = apply_default_routes(inv, k8s, &plan, &mut results).await {
+        rollback(inv, k8s, attachments, &results).await;
         return Err(e);
     }
     if let Some(kube) = &kube {
@@ -68,7 +68,7 @@ async fn add_pod<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>, k8s: &K8sAr
     if let (Some(kube), Some(pod)) = (&kube, &pod)
         && let Err(e) = publish(inv, kube, pod, &plan, &results).await
     {
-        rollback(inv, &k8s, attachments, &results).await;
+        rollback(inv, k8s, attachments, &results).await;
         return Err(e.about_pod());
     }
     primary_result(conf, attachments, &results)
