@@ -11,7 +11,7 @@
 //! which left torn files after reboots: #1087).
 
 use crate::delegate::{Delegate, NetworkConfig};
-use crate::error::{CniError, EnvError, Result, code};
+use crate::error::{CniError, DecodeError, EnvError, IoError, Result};
 use crate::{limits, safefs};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -216,8 +216,9 @@ pub fn load_delegates(cni_dir: &Path, container_id: &str, runtime_ifname: &str) 
         Ok(None) => return Ok(None),
         Err(e) => return Err(read_error(&path, e)),
     };
-    let corrupt =
-        |why: String| CniError::new(code::DECODE, format!("corrupt delegate cache {}: {why}", path.display()));
+    let corrupt = |why: String| -> CniError {
+        DecodeError::Invalid { what: format!("corrupt delegate cache {}", path.display()), why }.into()
+    };
     let records: Vec<Record> = serde_json::from_slice(&data).map_err(|e| corrupt(e.to_string()))?;
     if records.is_empty() {
         return Err(corrupt("no delegates".into()));
@@ -374,7 +375,7 @@ pub fn save_result(cni_dir: &Path, record: &CachedResult) -> Result<()> {
         return Err(CniError::invalid_config(format!("cannot cache a result under the name {name:?}")));
     }
     let Some(dir) = open_results(cni_dir, true)? else { unreachable!("created") };
-    let data = serde_json::to_vec(record).map_err(|e| CniError::new(code::IO, e.to_string()))?;
+    let data = serde_json::to_vec(record).map_err(IoError::from)?;
     // Content fsynced and renamed atomically, but no directory fsync: after a crash a
     // result is either whole or absent, and an absent one only means DEL runs without
     // prevResult or falls back to the scratch cache, which *is* fully synced.

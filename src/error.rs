@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 mod kinds;
-pub use kinds::{DelegateError, EnvError, KubeError, WaitError};
+pub use kinds::{DecodeError, DelegateError, EnvError, IoError, KubeError, OverLimit, WaitError};
 
 /// CNI spec error codes (SPEC.md "Error"), plus the plugin-specific ones (100+).
 pub mod code {
@@ -120,7 +120,7 @@ impl CniError {
     }
 
     pub fn io(what: impl std::fmt::Display, err: std::io::Error) -> Self {
-        Self::new(code::IO, format!("{what}: {err}"))
+        IoError::Op { what: what.to_string(), source: err }.into()
     }
 
     /// The JSON document printed on stdout, in the caller's cniVersion.

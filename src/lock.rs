@@ -12,7 +12,7 @@
 //! files never accumulate; a waiter that then acquires the unlinked file notices (its
 //! inode is no longer the one at the name) and locks the new file instead.
 
-use crate::error::{CniError, EnvError, Result, WaitError, code};
+use crate::error::{CniError, EnvError, IoError, Result, WaitError};
 use crate::safefs;
 use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::sys::stat::{FileStat, SFlag};
@@ -76,7 +76,7 @@ fn attempt(cni_dir: &Path, container_id: &str) -> Result<Attempt> {
     };
     let st = nix::sys::stat::fstat(&fd).map_err(|e| io("cannot stat a lock in", e.into()))?;
     if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
-        return Err(CniError::new(code::IO, format!("the lock of {container_id} is not a regular file")));
+        return Err(IoError::Unusable(format!("the lock of {container_id} is not a regular file")).into());
     }
     match Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock) {
         Ok(lock) => {

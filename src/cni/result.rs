@@ -6,7 +6,7 @@
 //! lost on its way to the next plugin.
 
 use super::version::Version;
-use crate::error::{CniError, code};
+use crate::error::{CniError, DecodeError, IoError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::net::IpAddr;
@@ -120,7 +120,7 @@ fn is_v4(cidr: &str) -> bool {
 }
 
 fn decode_err(version: &str, e: impl std::fmt::Display) -> CniError {
-    CniError::new(code::DECODE, format!("cannot decode a cniVersion {version} result: {e}"))
+    DecodeError::Invalid { what: format!("cannot decode a cniVersion {version} result"), why: e.to_string() }.into()
 }
 
 impl CniResult {
@@ -128,7 +128,7 @@ impl CniResult {
     /// result itself carries no `cniVersion` (the version of the config that produced it).
     pub fn from_value(value: &Value, fallback_version: &str) -> Result<CniResult, CniError> {
         if !value.is_object() {
-            return Err(CniError::new(code::DECODE, "a CNI result must be a JSON object"));
+            return Err(DecodeError::NotAnObject("a CNI result").into());
         }
         let version = match value.get("cniVersion").and_then(Value::as_str) {
             Some(v) if !v.is_empty() => v.to_string(),
@@ -174,7 +174,7 @@ impl CniResult {
         let target = Version::of_config(version)?;
         let version = if version.is_empty() { "0.1.0" } else { version };
         if target >= Version::V1_0_0 {
-            let mut v = serde_json::to_value(self).map_err(|e| CniError::new(code::IO, e.to_string()))?;
+            let mut v = serde_json::to_value(self).map_err(IoError::from)?;
             v["cniVersion"] = version.into();
             return Ok(v);
         }

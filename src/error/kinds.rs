@@ -152,3 +152,58 @@ impl From<std::env::VarError> for CniError {
         CniError::new(code::INVALID_ENV, e.to_string())
     }
 }
+
+/// One of our own file or process operations failed (code 5).
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    /// `what` names the operation and its object: `cannot read /var/lib/cni/multus/…`.
+    #[error("{what}: {source}")]
+    Op { what: String, source: std::io::Error },
+    /// A file over its size limit, naming the config key that raises it.
+    #[error("{what} is larger than the limit of {limit} bytes (raise it with the config key {key:?})")]
+    TooLarge { what: String, limit: u64, key: String },
+    /// A file of ours that is not what it must be (a lock that is not a regular file).
+    #[error("{0}")]
+    Unusable(String),
+    /// What we write could not be encoded.
+    #[error("{0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl From<IoError> for CniError {
+    fn from(e: IoError) -> Self {
+        CniError::new(code::IO, e.to_string())
+    }
+}
+
+/// Content we read does not decode (code 6).
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// `what` names the content: `invalid device-info file /run/…`.
+    #[error("{what}: {why}")]
+    Invalid { what: String, why: String },
+    #[error("{0} must be a JSON object")]
+    NotAnObject(&'static str),
+}
+
+impl From<DecodeError> for CniError {
+    fn from(e: DecodeError) -> Self {
+        CniError::new(code::DECODE, e.to_string())
+    }
+}
+
+/// A pod asks for more than this node accepts (code 7: the pod's input is invalid here).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {have} is over the limit of {limit} (raise it with the config key {key:?})")]
+pub struct OverLimit {
+    pub what: String,
+    pub have: u64,
+    pub limit: u64,
+    pub key: String,
+}
+
+impl From<OverLimit> for CniError {
+    fn from(e: OverLimit) -> Self {
+        CniError::new(code::INVALID_CONFIG, e.to_string())
+    }
+}
