@@ -6,7 +6,7 @@
 //! `prevResult` and the `runtimeConfig` keys the plugin declares in `capabilities`.
 
 use crate::cni::{CniResult, Command, Version};
-use crate::error::{CniError, DelegateError, ErrorList, Result, code};
+use crate::error::{CniError, DelegateError, ErrorList, Result};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -404,16 +404,10 @@ fn read_output(
 
 /// The plugin's own CNI error object `v` (it has a numeric `code`).
 fn plugin_error(v: &Value, stderr: String, what: String) -> DelegateError {
-    let raw = v["code"].as_u64().unwrap_or_default();
-    // A failure must reach the runtime as one: code 0 would read as no error,
-    // and a code beyond 32 bits would wrap (2^32 + 7 into 7).
-    let (code, note) = match u32::try_from(raw) {
-        Ok(c) if c != 0 => (c, String::new()),
-        _ => (code::DELEGATE_FAILED, format!(" (invalid error code {raw})")),
-    };
+    let code = v["code"].as_u64().unwrap_or_default();
     let msg = v.get("msg").and_then(Value::as_str).unwrap_or("").to_string();
     let details = v.get("details").and_then(Value::as_str).unwrap_or("").to_string();
-    DelegateError::Failed { what, code, msg, note, details: join_nonempty([details, stderr]) }
+    DelegateError::Failed { what, code, msg, details: join_nonempty([details, stderr]) }
 }
 
 fn join_nonempty<const N: usize>(parts: [String; N]) -> String {
@@ -492,11 +486,9 @@ pub async fn check_network(
     if config.version() < Version::V0_4_0 || config.flag("disableCheck") {
         return Ok(());
     }
-    let cached = cached.ok_or_else(|| {
-        CniError::new(
-            code::UNKNOWN_CONTAINER,
-            format!("no cached result for network {:?} on {}", config.name(), rt.ifname),
-        )
+    let cached = cached.ok_or_else(|| DelegateError::NoCachedResult {
+        network: config.name().to_string(),
+        ifname: rt.ifname.clone(),
     })?;
     for plugin in config.plugins() {
         let t = plugin.get("type").and_then(Value::as_str).unwrap_or_default();

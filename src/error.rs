@@ -6,7 +6,9 @@
 use serde::{Deserialize, Serialize};
 
 mod kinds;
-pub use kinds::{DecodeError, DelegateError, EnvError, IoError, KubeError, OverLimit, WaitError};
+pub use kinds::{
+    DecodeError, DelegateError, EnvError, IoError, KubeError, NotAvailable, OverLimit, VersionError, WaitError,
+};
 
 /// CNI spec error codes (SPEC.md "Error"), plus the plugin-specific ones (100+).
 pub mod code {

@@ -68,6 +68,9 @@ pub enum NetnsError {
     LinkNotFound { netns: String, ifname: String },
     #[error("netlink: {0}")]
     Netlink(String),
+    /// ADD, DEL and CHECK on the plugin's own namespace (the skel's rule).
+    #[error("plugin's netns and netns {path:?} are the same (set CNI_NETNS_OVERRIDE to allow)")]
+    OwnNetns { path: String },
     /// An interface name a network asks for is already taken in the pod.
     #[error("cannot set {network:?} interface name to {ifname:?}: interface name {ifname} already exists")]
     InterfaceExists { network: String, ifname: String },

@@ -7,7 +7,7 @@ use crate::cache;
 use crate::cni::{CniResult, K8sArgs};
 use crate::config::MultusConf;
 use crate::delegate::{self, DelegateResult, PluginExec};
-use crate::error::{CniError, Result, WaitError, code};
+use crate::error::{CniError, IoError, Result, WaitError};
 use crate::k8s::client::Kube;
 use crate::k8s::pod::{self, PodInfo, PodLookup};
 use crate::k8s::status;
@@ -289,7 +289,7 @@ pub async fn run_delegates<E: PluginExec, N>(
     }
     // Every write finishes before anything else touches the results cache.
     for w in writes {
-        let written = w.await.unwrap_or_else(|e| Err(CniError::new(code::IO, format!("results cache writer: {e}"))));
+        let written = w.await.unwrap_or_else(|e| Err(IoError::from(e).into()));
         if let (Err(e), None) = (written, &failure) {
             failure = Some((results.len() - 1, e.about_pod()));
         }

@@ -5,11 +5,11 @@ use super::Invocation;
 use crate::cache;
 use crate::cni::{K8sArgs, Version};
 use crate::delegate::{self, PluginExec};
-use crate::error::{CniError, Result, code};
+use crate::error::{Result, VersionError};
 
 pub async fn check<E: PluginExec, N>(inv: &Invocation<E, N>) -> Result<()> {
     if inv.conf.version() < Version::V0_4_0 {
-        return Err(CniError::new(code::INCOMPATIBLE_VERSION, "config version does not allow CHECK"));
+        return Err(VersionError::VerbNotAllowed("CHECK").into());
     }
     inv.conf.require_networks()?;
     let k8s = inv.k8s_args()?;

@@ -8,7 +8,7 @@
 //! are retried with backoff inside it.
 
 use super::ResourceMap;
-use crate::error::{CniError, Result, WaitError, code};
+use crate::error::{CniError, KubeError, Result, WaitError};
 use hyper_util::rt::TokioIo;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -31,12 +31,14 @@ fn transient(s: &tonic::Status) -> bool {
 }
 
 fn grpc_error(socket: &Path, what: &str, s: &tonic::Status) -> CniError {
-    let c = if transient(s) || s.code() == tonic::Code::DeadlineExceeded {
-        code::TRY_AGAIN_LATER
-    } else {
-        code::KUBERNETES
-    };
-    CniError::new(c, format!("kubelet pod-resources {what} on {}: {:?}: {}", socket.display(), s.code(), s.message()))
+    KubeError::Kubelet {
+        method: what.to_string(),
+        socket: socket.display().to_string(),
+        status: format!("{:?}", s.code()),
+        message: s.message().to_string(),
+        transient: transient(s) || s.code() == tonic::Code::DeadlineExceeded,
+    }
+    .into()
 }
 
 /// Connect to the socket; the connection is made lazily by the first call.
@@ -170,7 +172,7 @@ impl ResourceMap {
 pub async fn probe(socket: &Path, budget: Duration) -> Result<usize> {
     let mut client = client(socket)?;
     match tokio::time::timeout(budget, client.list(v1::ListPodResourcesRequest {})).await {
-        Err(_) => Err(CniError::new(code::TRY_AGAIN_LATER, format!("no answer within {budget:?}"))),
+        Err(_) => Err(WaitError::NoAnswer(budget).into()),
         Ok(Err(s)) => Err(grpc_error(socket, "List", &s)),
         Ok(Ok(resp)) => Ok(resp.into_inner().pod_resources.len()),
     }

@@ -42,6 +42,16 @@ pub enum KubeError {
     NadNotFound { namespace: String, name: String },
     #[error("network {namespace}/{name} needs the Kubernetes API, which is not configured")]
     NeedsApi { namespace: String, name: String },
+    /// The kubelet's pod-resources API answered `status` (transient: resource exhausted,
+    /// unavailable, deadline exceeded).
+    #[error("kubelet pod-resources {method} on {socket}: {status}: {message}")]
+    Kubelet { method: String, socket: String, status: String, message: String, transient: bool },
+    /// A NAD the API could not be asked about (`why`), known neither from `confDir` nor
+    /// from this node's caches.
+    #[error(
+        "NAD {attachment} needs the API, which did not answer ({why}), and neither {conf_dir} nor this node's results cache knows it"
+    )]
+    NadUnknownOffline { attachment: String, why: String, conf_dir: String, transient: bool },
     /// A failed API call, in the words of [`crate::k8s::errors::api_error`].
     #[error("{message}")]
     Api { message: String, transient: bool },
@@ -54,7 +64,9 @@ impl From<KubeError> for CniError {
             | KubeError::BudgetSpent { .. }
             | KubeError::NoAnswer { .. }
             | KubeError::Conflict { .. }
-            | KubeError::Api { transient: true, .. } => code::TRY_AGAIN_LATER,
+            | KubeError::Api { transient: true, .. }
+            | KubeError::Kubelet { transient: true, .. }
+            | KubeError::NadUnknownOffline { transient: true, .. } => code::TRY_AGAIN_LATER,
             _ => code::KUBERNETES,
         };
         CniError::new(code, e.to_string())
@@ -74,36 +86,55 @@ pub enum DelegateError {
     InvalidJson { what: String, source: serde_json::Error, stdout: String },
     #[error("{what} was killed by signal {signal} ({name})")]
     Signal { what: String, signal: i32, name: &'static str, stderr: String },
-    /// The plugin's own CNI error; `code` is already checked (non-zero, 32 bits) or 100
-    /// with `note` saying why.
-    #[error("{what} failed: {msg}{note}")]
-    Failed { what: String, code: u32, msg: String, note: String, details: String },
+    /// The plugin's own CNI error, with the code it printed.
+    #[error("{what} failed: {msg}{}", invalid_code_note(*code))]
+    Failed { what: String, code: u64, msg: String, details: String },
     #[error("{what} failed with {status} and no CNI error on stdout")]
     NoCniError { what: String, status: std::process::ExitStatus, details: String },
     #[error("plugin type={plugin:?} (ADD) printed no result")]
     NoResult { plugin: String },
     #[error("plugin type={plugin:?} (ADD) printed a result that is not a JSON object")]
     NotAnObject { plugin: String },
+    /// CHECK needs the result of the ADD (code 3: the container is unknown to us).
+    #[error("no cached result for network {network:?} on {ifname}")]
+    NoCachedResult { network: String, ifname: String },
 }
 
 impl From<DelegateError> for CniError {
     fn from(e: DelegateError) -> Self {
         let msg = e.to_string();
         match e {
-            DelegateError::Failed { code, details, .. } => CniError::new(code, msg).with_details(details),
+            DelegateError::Failed { code, details, .. } => {
+                CniError::new(valid_code(code).unwrap_or(code::DELEGATE_FAILED), msg).with_details(details)
+            }
             DelegateError::InvalidJson { stdout: details, .. }
             | DelegateError::Signal { stderr: details, .. }
             | DelegateError::NoCniError { details, .. } => {
                 CniError::new(code::DELEGATE_FAILED, msg).with_details(details)
             }
+            DelegateError::NoCachedResult { .. } => CniError::new(code::UNKNOWN_CONTAINER, msg),
             _ => CniError::new(code::DELEGATE_FAILED, msg),
         }
     }
 }
 
+/// A plugin's error code that can reach the runtime as a failure: code 0 would read as
+/// no error, and a code beyond 32 bits would wrap (2^32 + 7 into 7).
+fn valid_code(raw: u64) -> Option<u32> {
+    u32::try_from(raw).ok().filter(|&c| c != 0)
+}
+
+fn invalid_code_note(raw: u64) -> String {
+    match valid_code(raw) {
+        Some(_) => String::new(),
+        None => format!(" (invalid error code {raw})"),
+    }
+}
+
 impl From<NetnsError> for CniError {
     fn from(e: NetnsError) -> Self {
-        CniError::new(code::NETNS, e.to_string())
+        let code = if matches!(e, NetnsError::OwnNetns { .. }) { code::INVALID_NETNS } else { code::NETNS };
+        CniError::new(code, e.to_string())
     }
 }
 
@@ -122,6 +153,8 @@ pub enum WaitError {
     Readiness { path: String },
     #[error("kubelet pod-resources on {socket} did not answer within {budget:?} (the API budget, apiTimeoutSeconds)")]
     PodResources { socket: String, budget: Duration },
+    #[error("no answer within {0:?}")]
+    NoAnswer(Duration),
     #[error(
         "cannot learn the pod's devices: neither the kubelet pod-resources socket {socket} (podResourcesSocket) nor the kubelet checkpoint {checkpoint} (kubeletCheckpointFile) exists"
     )]
@@ -165,6 +198,8 @@ pub enum IoError {
     /// A file of ours that is not what it must be (a lock that is not a regular file).
     #[error("{0}")]
     Unusable(String),
+    #[error("results cache writer: {0}")]
+    CacheWriter(#[from] tokio::task::JoinError),
     /// What we write could not be encoded.
     #[error("{0}")]
     Encode(#[from] serde_json::Error),
@@ -184,6 +219,8 @@ pub enum DecodeError {
     Invalid { what: String, why: String },
     #[error("{0} must be a JSON object")]
     NotAnObject(&'static str),
+    #[error("the network configuration on stdin is larger than 16 MiB")]
+    StdinTooLarge,
 }
 
 impl From<DecodeError> for CniError {
@@ -205,5 +242,36 @@ pub struct OverLimit {
 impl From<OverLimit> for CniError {
     fn from(e: OverLimit) -> Self {
         CniError::new(code::INVALID_CONFIG, e.to_string())
+    }
+}
+
+/// The CNI versions spoken: a config in another version, or a verb its version lacks (code 1).
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    #[error("incompatible CNI versions: config is \"{config}\", plugin supports {supported:?}")]
+    Incompatible { config: String, supported: &'static [&'static str] },
+    /// CHECK and GC came with 0.4.0 and 1.1.0, STATUS with 1.1.0.
+    #[error("config version does not allow {0}")]
+    VerbNotAllowed(&'static str),
+}
+
+impl From<VersionError> for CniError {
+    fn from(e: VersionError) -> Self {
+        CniError::new(code::INCOMPATIBLE_VERSION, e.to_string())
+    }
+}
+
+/// STATUS: the plugin cannot serve ADDs now (code 50).
+#[derive(Debug, thiserror::Error)]
+pub enum NotAvailable {
+    #[error("the default network is not ready: {file} does not exist or is not a regular file")]
+    NotReady { file: String },
+    #[error("the primary network is not available: {0}")]
+    Primary(String),
+}
+
+impl From<NotAvailable> for CniError {
+    fn from(e: NotAvailable) -> Self {
+        CniError::new(code::NOT_AVAILABLE, e.to_string())
     }
 }
