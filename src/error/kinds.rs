@@ -1,5 +1,7 @@
 //! The leaf error kinds, and the one place each is given its CNI code: the
-//! `From<kind> for CniError` impls below. Code elsewhere builds a kind and uses `?`.
+//! `From<kind> for CniError` impls below (with [`CniError::invalid_config`],
+//! [`CniError::invalid_env`] and [`CniError::io`] in `error.rs`, the only code that names
+//! a code). Code elsewhere builds a kind and uses `?`; no message changes in the mapping.
 
 use super::{CniError, code};
 use crate::netns::NetnsError;
