@@ -7,7 +7,7 @@
 //! finds no free slot polls until the deadline of its API budget, then fails with code
 //! 11 ("try again later").
 
-use crate::error::{CniError, Result, code};
+use crate::error::{CniError, Result, WaitError};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
@@ -105,13 +105,7 @@ impl Brake {
                 return Ok(permit);
             }
             if Instant::now() + POLL >= deadline {
-                return Err(CniError::new(
-                    code::TRY_AGAIN_LATER,
-                    format!(
-                        "the node already has {} API requests in flight (maxNodeApiRequests) and none finished within the API budget (apiTimeoutSeconds)",
-                        self.cap
-                    ),
-                ));
+                return Err(WaitError::NodeApiRequests { cap: self.cap }.into());
             }
             tokio::time::sleep(POLL).await;
         }

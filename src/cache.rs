@@ -11,7 +11,7 @@
 //! which left torn files after reboots: #1087).
 
 use crate::delegate::{Delegate, NetworkConfig};
-use crate::error::{CniError, Result, code};
+use crate::error::{CniError, DecodeError, EnvError, IoError, Result};
 use crate::{limits, safefs};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -55,7 +55,7 @@ pub fn scratch_path(cni_dir: &Path, container_id: &str) -> PathBuf {
 const RESULTS: &str = "results";
 
 fn invalid_id(container_id: &str) -> CniError {
-    CniError::new(code::INVALID_ENV, format!("invalid characters in container ID {container_id:?}"))
+    EnvError::InvalidContainerId(container_id.to_string()).into()
 }
 
 /// A failed read of a file in `cniDir`: over the limit names the limit and its key.
@@ -255,8 +255,9 @@ pub fn load_delegates(cni_dir: &Path, container_id: &str, runtime_ifname: &str) 
         Ok(None) => return Ok(None),
         Err(e) => return Err(read_error(&path, e)),
     };
-    let corrupt =
-        |why: String| CniError::new(code::DECODE, format!("corrupt delegate cache {}: {why}", path.display()));
+    let corrupt = |why: String| -> CniError {
+        DecodeError::Invalid { what: format!("corrupt delegate cache {}", path.display()), why }.into()
+    };
     let records: Vec<Record> = serde_json::from_slice(&data).map_err(|e| corrupt(e.to_string()))?;
     if records.is_empty() {
         return Err(corrupt("no delegates".into()));
@@ -359,10 +360,6 @@ pub fn result_name(network: &str, container_id: &str, ifname: &str) -> String {
     format!("{network}-{container_id}-{ifname}")
 }
 
-pub fn result_path(cni_dir: &Path, network: &str, container_id: &str, ifname: &str) -> PathBuf {
-    results_dir(cni_dir).join(result_name(network, container_id, ifname))
-}
-
 /// Whether the three parts of a record's identity are each valid (network name and
 /// container ID grammar, interface name rule): then the file name they make is one
 /// plain name inside the results directory.
@@ -417,7 +414,7 @@ pub fn save_result(cni_dir: &Path, record: &CachedResult) -> Result<()> {
         return Err(CniError::invalid_config(format!("cannot cache a result under the name {name:?}")));
     }
     let Some(dir) = open_results(cni_dir, true)? else { unreachable!("created") };
-    let data = serde_json::to_vec(record).map_err(|e| CniError::new(code::IO, e.to_string()))?;
+    let data = serde_json::to_vec(record).map_err(IoError::from)?;
     // Content fsynced and renamed atomically, but no directory fsync: after a crash a
     // result is either whole or absent, and an absent one only means DEL runs without
     // prevResult or falls back to the scratch cache, which *is* fully synced.
@@ -628,12 +625,13 @@ mod tests {
             result: Some(json!({"cniVersion":"0.3.1"})),
         };
         save_result(dir.path(), &rec).unwrap();
-        assert!(result_path(dir.path(), "macvlan-conf", "cid", "net1").exists());
+        assert!(results_dir(dir.path()).join(result_name("macvlan-conf", "cid", "net1")).exists());
         let back = load_result(dir.path(), "macvlan-conf", "cid", "net1").unwrap();
         assert_eq!(back.result, rec.result);
-        let v: Value =
-            serde_json::from_slice(&std::fs::read(result_path(dir.path(), "macvlan-conf", "cid", "net1")).unwrap())
-                .unwrap();
+        let v: Value = serde_json::from_slice(
+            &std::fs::read(results_dir(dir.path()).join(result_name("macvlan-conf", "cid", "net1"))).unwrap(),
+        )
+        .unwrap();
         assert_eq!(v["kind"], "cniCacheV1");
         assert_eq!(v["cniArgs"], json!([["K8S_POD_NAME", "p"]]));
         assert_eq!(all_results(dir.path()).len(), 1);

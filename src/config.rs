@@ -2,7 +2,7 @@
 //! Keys we do not know are kept (`extra`), never dropped.
 
 use crate::cni::Version;
-use crate::error::{CniError, Result, code};
+use crate::error::{CniError, DecodeError, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -257,14 +257,17 @@ fn seconds(v: f64, default: f64) -> Duration {
     Duration::from_secs_f64(if v.is_finite() && v > 0.0 { v.min(MAX_SECONDS) } else { default })
 }
 
+fn undecodable(e: serde_json::Error) -> DecodeError {
+    DecodeError::Invalid { what: "error decoding the network configuration".into(), why: e.to_string() }
+}
+
 impl MultusConf {
     /// Parse the runtime's stdin: JSON errors are code 6, a missing or invalid name 7,
     /// an unsupported cniVersion 1 (skel's order of checks).
     pub fn parse(stdin: &[u8]) -> Result<MultusConf> {
-        let value: Value = serde_json::from_slice(stdin)
-            .map_err(|e| CniError::new(code::DECODE, format!("error decoding the network configuration: {e}")))?;
+        let value: Value = serde_json::from_slice(stdin).map_err(undecodable)?;
         if !value.is_object() {
-            return Err(CniError::new(code::DECODE, "the network configuration must be a JSON object"));
+            return Err(DecodeError::NotAnObject("the network configuration").into());
         }
         match value.get("name") {
             Some(Value::String(n)) if n.is_empty() => {
@@ -278,8 +281,7 @@ impl MultusConf {
             }
             _ => {}
         }
-        let conf: MultusConf = serde_json::from_value(value)
-            .map_err(|e| CniError::new(code::DECODE, format!("error decoding the network configuration: {e}")))?;
+        let conf: MultusConf = serde_json::from_value(value).map_err(undecodable)?;
         Version::of_config(&conf.cni_version)?;
         Ok(conf)
     }

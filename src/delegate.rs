@@ -6,7 +6,7 @@
 //! `prevResult` and the `runtimeConfig` keys the plugin declares in `capabilities`.
 
 use crate::cni::{CniResult, Command, Version};
-use crate::error::{CniError, ErrorList, Result, code};
+use crate::error::{CniError, DelegateError, ErrorList, Result};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -291,9 +291,22 @@ impl PluginExec for BinaryExec {
     async fn exec(&self, plugin_type: &str, command: Command, rt: &RuntimeConf, stdin: &[u8]) -> Result<Option<Value>> {
         let path = self.find(plugin_type)?;
         let _timer = crate::spool::DelegateTimer::start(plugin_type);
+        let what = format!("plugin type={plugin_type:?} ({})", command.as_str());
+        let output = self.run(&path, command, rt, stdin, &what).await?;
+        let stderr = tail(&output.stderr, STDERR_TAIL);
+        if !stderr.is_empty() {
+            tracing::debug!(plugin = plugin_type, command = command.as_str(), "delegate stderr: {stderr}");
+        }
+        Ok(read_output(&output, stderr, what)?)
+    }
+}
+
+impl BinaryExec {
+    /// The plugin's process: only what CNI defines in its environment, plus PATH
+    /// (plugins such as portmap exec iptables); killed when we die.
+    fn command(&self, path: &Path, command: Command, rt: &RuntimeConf) -> tokio::process::Command {
         let cni_path = std::env::join_paths(&self.cni_path).unwrap_or_default();
-        // Only what CNI defines, plus PATH (plugins such as portmap exec iptables).
-        let mut cmd = tokio::process::Command::new(&path);
+        let mut cmd = tokio::process::Command::new(path);
         cmd.env_clear()
             .env("CNI_COMMAND", command.as_str())
             .env("CNI_CONTAINERID", &rt.container_id)
@@ -322,9 +335,22 @@ impl PluginExec for BinaryExec {
                 Ok(())
             });
         }
-        let what = format!("plugin type={plugin_type:?} ({})", command.as_str());
-        let mut child = cmd.spawn().map_err(|e| {
-            CniError::new(code::DELEGATE_FAILED, format!("{what}: cannot execute {}: {e}", path.display()))
+        cmd
+    }
+
+    /// Run the plugin to its end within the delegate timeout, feeding `stdin`.
+    async fn run(
+        &self,
+        path: &Path,
+        command: Command,
+        rt: &RuntimeConf,
+        stdin: &[u8],
+        what: &str,
+    ) -> std::result::Result<std::process::Output, DelegateError> {
+        let mut child = self.command(path, command, rt).spawn().map_err(|source| DelegateError::CannotExecute {
+            what: what.to_string(),
+            path: path.display().to_string(),
+            source,
         })?;
         let mut child_stdin = child.stdin.take();
         // Feed stdin while the plugin runs, so a large config never deadlocks on a full pipe.
@@ -335,65 +361,57 @@ impl PluginExec for BinaryExec {
             drop(child_stdin);
         };
         let run = async { tokio::join!(feed, child.wait_with_output()).1 };
-        let output = match tokio::time::timeout(self.timeout, run).await {
-            Err(_) => {
-                return Err(CniError::new(
-                    code::DELEGATE_FAILED,
-                    format!("{what} did not finish within {:?} and was killed", self.timeout),
-                ));
-            }
-            Ok(Err(e)) => return Err(CniError::new(code::DELEGATE_FAILED, format!("{what}: {e}"))),
-            Ok(Ok(o)) => o,
-        };
-        let stderr = tail(&output.stderr, STDERR_TAIL);
-        if !stderr.is_empty() {
-            tracing::debug!(plugin = plugin_type, command = command.as_str(), "delegate stderr: {stderr}");
+        match tokio::time::timeout(self.timeout, run).await {
+            Err(_) => Err(DelegateError::Deadline { what: what.to_string(), after: self.timeout }),
+            Ok(Err(source)) => Err(DelegateError::Wait { what: what.to_string(), source }),
+            Ok(Ok(output)) => Ok(output),
         }
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stdout = stdout.trim();
-        if output.status.success() {
-            if stdout.is_empty() {
-                return Ok(None);
-            }
-            return serde_json::from_str(stdout).map(Some).map_err(|e| {
-                CniError::new(code::DELEGATE_FAILED, format!("{what} printed invalid JSON: {e}"))
-                    .with_details(tail(stdout.as_bytes(), STDERR_TAIL))
-            });
-        }
-        if let Some(sig) = output.status.signal() {
-            let name = nix::sys::signal::Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("unknown");
-            return Err(CniError::new(code::DELEGATE_FAILED, format!("{what} was killed by signal {sig} ({name})"))
-                .with_details(stderr));
-        }
-        // A CNI error object keeps its own code; anything else is ours (100).
-        let err = match serde_json::from_str::<Value>(stdout) {
-            Ok(v) if v.get("code").and_then(Value::as_u64).is_some() => {
-                let raw = v["code"].as_u64().unwrap_or_default();
-                // A failure must reach the runtime as one: code 0 would read as no error,
-                // and a code beyond 32 bits would wrap (2^32 + 7 into 7).
-                let (code, note) = match u32::try_from(raw) {
-                    Ok(c) if c != 0 => (c, String::new()),
-                    _ => (code::DELEGATE_FAILED, format!(" (invalid error code {raw})")),
-                };
-                let msg = v.get("msg").and_then(Value::as_str).unwrap_or("").to_string();
-                let details = v.get("details").and_then(Value::as_str).unwrap_or("").to_string();
-                let details = [details, stderr].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join("\n");
-                CniError::new(code, format!("{what} failed: {msg}{note}")).with_details(details)
-            }
-            _ => CniError::new(
-                code::DELEGATE_FAILED,
-                format!("{what} failed with {} and no CNI error on stdout", output.status),
-            )
-            .with_details(
-                [tail(stdout.as_bytes(), 1024), stderr]
-                    .into_iter()
-                    .filter(|s| !s.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            ),
-        };
-        Err(err)
     }
+}
+
+/// What a finished plugin said: its result (`None`: printed nothing), or why it failed.
+/// A CNI error object keeps its own code; anything else is ours (100).
+fn read_output(
+    output: &std::process::Output,
+    stderr: String,
+    what: String,
+) -> std::result::Result<Option<Value>, DelegateError> {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = stdout.trim();
+    if output.status.success() {
+        if stdout.is_empty() {
+            return Ok(None);
+        }
+        return serde_json::from_str(stdout).map(Some).map_err(|source| DelegateError::InvalidJson {
+            what,
+            source,
+            stdout: tail(stdout.as_bytes(), STDERR_TAIL),
+        });
+    }
+    if let Some(signal) = output.status.signal() {
+        let name = nix::sys::signal::Signal::try_from(signal).map(|s| s.as_str()).unwrap_or("unknown");
+        return Err(DelegateError::Signal { what, signal, name, stderr });
+    }
+    Err(match serde_json::from_str::<Value>(stdout) {
+        Ok(v) if v.get("code").and_then(Value::as_u64).is_some() => plugin_error(&v, stderr, what),
+        _ => DelegateError::NoCniError {
+            what,
+            status: output.status,
+            details: join_nonempty([tail(stdout.as_bytes(), 1024), stderr]),
+        },
+    })
+}
+
+/// The plugin's own CNI error object `v` (it has a numeric `code`).
+fn plugin_error(v: &Value, stderr: String, what: String) -> DelegateError {
+    let code = v["code"].as_u64().unwrap_or_default();
+    let msg = v.get("msg").and_then(Value::as_str).unwrap_or("").to_string();
+    let details = v.get("details").and_then(Value::as_str).unwrap_or("").to_string();
+    DelegateError::Failed { what, code, msg, details: join_nonempty([details, stderr]) }
+}
+
+fn join_nonempty<const N: usize>(parts: [String; N]) -> String {
+    parts.into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join("\n")
 }
 
 /// Resolve every plugin binary of `config` without running anything.
@@ -413,14 +431,9 @@ pub async fn add_network(exec: &impl PluginExec, config: &NetworkConfig, rt: &Ru
         let t = plugin.get("type").and_then(Value::as_str).unwrap_or_default();
         let stdin = plugin_stdin(plugin, config.name(), config.cni_version(), prev.as_ref(), &rt.capability_args);
         let result = exec.exec(t, Command::Add, rt, &stdin).await?;
-        let result = result.ok_or_else(|| {
-            CniError::new(code::DELEGATE_FAILED, format!("plugin type={t:?} (ADD) printed no result"))
-        })?;
+        let result = result.ok_or_else(|| DelegateError::NoResult { plugin: t.to_string() })?;
         if !result.is_object() {
-            return Err(CniError::new(
-                code::DELEGATE_FAILED,
-                format!("plugin type={t:?} (ADD) printed a result that is not a JSON object"),
-            ));
+            return Err(DelegateError::NotAnObject { plugin: t.to_string() }.into());
         }
         prev = Some(result);
     }
@@ -473,11 +486,9 @@ pub async fn check_network(
     if config.version() < Version::V0_4_0 || config.flag("disableCheck") {
         return Ok(());
     }
-    let cached = cached.ok_or_else(|| {
-        CniError::new(
-            code::UNKNOWN_CONTAINER,
-            format!("no cached result for network {:?} on {}", config.name(), rt.ifname),
-        )
+    let cached = cached.ok_or_else(|| DelegateError::NoCachedResult {
+        network: config.name().to_string(),
+        ifname: rt.ifname.clone(),
     })?;
     for plugin in config.plugins() {
         let t = plugin.get("type").and_then(Value::as_str).unwrap_or_default();

@@ -5,6 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 
+mod kinds;
+pub use kinds::{
+    DecodeError, DelegateError, EnvError, IoError, KubeError, NotAvailable, OverLimit, VersionError, WaitError,
+};
+
 /// CNI spec error codes (SPEC.md "Error"), plus the plugin-specific ones (100+).
 pub mod code {
     /// Incompatible CNI version.
@@ -38,20 +43,34 @@ pub mod code {
 }
 
 /// A CNI error: code, message and details, exactly the spec's error object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
 #[error("{msg}")]
 pub struct CniError {
     pub code: u32,
     pub msg: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub details: String,
+    /// Where in `msg` the pod's tag goes, and what follows it: marked by
+    /// [`CniError::about_pod`] where the error arises, filled in once per verb by
+    /// [`CniError::with_pod_tag`]. Never part of the wire format.
+    #[serde(skip)]
+    pod_tag_at: Vec<(usize, &'static str)>,
 }
+
+/// The wire fields only: a pending pod tag is not part of what the error says.
+impl PartialEq for CniError {
+    fn eq(&self, other: &Self) -> bool {
+        (self.code, &self.msg, &self.details) == (other.code, &other.msg, &other.details)
+    }
+}
+
+impl Eq for CniError {}
 
 pub type Result<T, E = CniError> = std::result::Result<T, E>;
 
 impl CniError {
     pub fn new(code: u32, msg: impl Into<String>) -> Self {
-        CniError { code, msg: msg.into(), details: String::new() }
+        CniError { code, msg: msg.into(), details: String::new(), pod_tag_at: Vec::new() }
     }
 
     pub fn with_details(mut self, details: impl Into<String>) -> Self {
@@ -60,8 +79,37 @@ impl CniError {
     }
 
     /// Prefix our context to the message, keeping the code (a delegate's own code survives).
-    pub fn context(mut self, ctx: impl std::fmt::Display) -> Self {
-        self.msg = format!("{ctx}: {}", self.msg);
+    pub fn context(self, ctx: impl std::fmt::Display) -> Self {
+        self.prefixed(&format!("{ctx}: "))
+    }
+
+    fn prefixed(mut self, prefix: &str) -> Self {
+        self.msg.insert_str(0, prefix);
+        self.pod_tag_at.iter_mut().for_each(|(at, _)| *at += prefix.len());
+        self
+    }
+
+    /// This error is about the verb's pod: its message will start `[ns/name/uid]: `.
+    pub fn about_pod(mut self) -> Self {
+        self.pod_tag_at.push((0, ": "));
+        self
+    }
+
+    /// As [`Self::about_pod`] where the tag opens the sentence: `[ns/name/uid] msg`.
+    pub fn about_pod_phrase(mut self) -> Self {
+        self.pod_tag_at.push((0, " "));
+        self
+    }
+
+    /// Put the pod's tag where [`Self::about_pod`] marked it; done once, where a verb
+    /// that works on a pod returns.
+    pub fn with_pod_tag(mut self, tag: &str) -> Self {
+        let mut marks = std::mem::take(&mut self.pod_tag_at);
+        // From the end, so that each insertion leaves the earlier positions valid.
+        marks.sort_by_key(|&(at, _)| std::cmp::Reverse(at));
+        for (at, separator) in marks {
+            self.msg.insert_str(at, &format!("{tag}{separator}"));
+        }
         self
     }
 
@@ -74,7 +122,7 @@ impl CniError {
     }
 
     pub fn io(what: impl std::fmt::Display, err: std::io::Error) -> Self {
-        Self::new(code::IO, format!("{what}: {err}"))
+        IoError::Op { what: what.to_string(), source: err }.into()
     }
 
     /// The JSON document printed on stdout, in the caller's cniVersion.
@@ -112,15 +160,52 @@ impl ErrorList {
             0 => Ok(()),
             1 => Err(errors.remove(0)),
             _ => {
-                let msg = errors.iter().map(|e| e.msg.as_str()).collect::<Vec<_>>().join(" / ");
+                let mut joined = CniError::new(errors[0].code, "errors: ");
+                for (i, e) in errors.iter().enumerate() {
+                    if i > 0 {
+                        joined.msg.push_str(" / ");
+                    }
+                    let start = joined.msg.len();
+                    joined.pod_tag_at.extend(e.pod_tag_at.iter().map(|&(at, sep)| (start + at, sep)));
+                    joined.msg.push_str(&e.msg);
+                }
                 let details = errors
                     .iter()
                     .filter(|e| !e.details.is_empty())
                     .map(|e| e.details.as_str())
                     .collect::<Vec<_>>()
                     .join("\n");
-                Err(CniError::new(errors[0].code, format!("errors: {msg}")).with_details(details))
+                Err(joined.with_details(details))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pod_tag_goes_where_it_was_marked_through_context_and_joins() {
+        let tag = "[ns/pod/uid]";
+        let sentence = CniError::new(code::IO, "disk full").about_pod();
+        assert_eq!(sentence.clone().with_pod_tag(tag).msg, "[ns/pod/uid]: disk full");
+        let phrase = CniError::new(code::NETNS, "gone").context("error deleting net1 (a)").about_pod_phrase();
+        assert_eq!(phrase.clone().with_pod_tag(tag).msg, "[ns/pod/uid] error deleting net1 (a): gone");
+        // Context added after the mark keeps the tag where it was marked.
+        assert_eq!(sentence.clone().context("outer").with_pod_tag(tag).msg, "outer: [ns/pod/uid]: disk full");
+        let mut errors = ErrorList::default();
+        errors.push(phrase);
+        errors.push(CniError::new(code::IO, "untagged"));
+        errors.push(sentence);
+        let joined = errors.into_result().unwrap_err().with_pod_tag(tag);
+        assert_eq!(
+            joined.msg,
+            "errors: [ns/pod/uid] error deleting net1 (a): gone / untagged / [ns/pod/uid]: disk full"
+        );
+        assert_eq!(joined.code, code::NETNS);
+        // Unmarked errors and the wire format are untouched.
+        assert_eq!(CniError::new(7, "x").with_pod_tag(tag).msg, "x");
+        assert_eq!(joined.to_json("1.0.0")["msg"], joined.msg.as_str());
     }
 }

@@ -3,7 +3,7 @@
 //! file from `cniDir` or a configured path is read, so the cache and NAD loaders keep
 //! their signatures.
 
-use crate::error::{CniError, code};
+use crate::error::{CniError, IoError, OverLimit};
 use std::sync::OnceLock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,16 +46,11 @@ pub fn get() -> Limits {
 
 /// The error for a file of `what` over `limit`, naming the key that raises it.
 pub fn too_large(what: &str, limit: u64, key: &str) -> CniError {
-    CniError::new(
-        code::IO,
-        format!("{what} is larger than the limit of {limit} bytes (raise it with the config key {key:?})"),
-    )
+    IoError::TooLarge { what: what.to_string(), limit, key: key.to_string() }.into()
 }
 
 /// The error for a pod asking for more than `limit` of `what` (code 7: the pod's
 /// input is invalid for this node), naming the key that raises it.
 pub fn over_limit(what: &str, have: u64, limit: u64, key: &str) -> CniError {
-    CniError::invalid_config(format!(
-        "{what}: {have} is over the limit of {limit} (raise it with the config key {key:?})"
-    ))
+    OverLimit { what: what.to_string(), have, limit, key: key.to_string() }.into()
 }

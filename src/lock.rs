@@ -12,7 +12,7 @@
 //! files never accumulate; a waiter that then acquires the unlinked file notices (its
 //! inode is no longer the one at the name) and locks the new file instead.
 
-use crate::error::{CniError, Result, code};
+use crate::error::{CniError, EnvError, IoError, Result, WaitError};
 use crate::safefs;
 use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::sys::stat::{FileStat, SFlag};
@@ -76,7 +76,7 @@ fn attempt(cni_dir: &Path, container_id: &str) -> Result<Attempt> {
     };
     let st = nix::sys::stat::fstat(&fd).map_err(|e| io("cannot stat a lock in", e.into()))?;
     if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
-        return Err(CniError::new(code::IO, format!("the lock of {container_id} is not a regular file")));
+        return Err(IoError::Unusable(format!("the lock of {container_id} is not a regular file")).into());
     }
     match Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock) {
         Ok(lock) => {
@@ -97,7 +97,7 @@ fn attempt(cni_dir: &Path, container_id: &str) -> Result<Attempt> {
 /// a read-only filesystem (no cache can be written there, so nothing to serialise).
 pub async fn acquire(cni_dir: &Path, container_id: &str, timeout: Duration) -> Result<Option<ContainerLock>> {
     if !crate::cni::env::valid_container_id(container_id) {
-        return Err(CniError::new(code::INVALID_ENV, format!("invalid characters in container ID {container_id:?}")));
+        return Err(EnvError::InvalidContainerId(container_id.to_string()).into());
     }
     let deadline = Instant::now() + timeout;
     loop {
@@ -116,13 +116,7 @@ pub async fn acquire(cni_dir: &Path, container_id: &str, timeout: Duration) -> R
             Attempt::Busy => {}
         }
         if Instant::now() >= deadline {
-            return Err(CniError::new(
-                code::TRY_AGAIN_LATER,
-                format!(
-                    "another invocation for container {container_id} still holds its lock after {timeout:?} \
-                     (raise it with the config key \"lockTimeoutSeconds\")"
-                ),
-            ));
+            return Err(WaitError::ContainerLock { container_id: container_id.to_string(), timeout }.into());
         }
         tokio::time::sleep(POLL).await;
     }

@@ -53,6 +53,11 @@ fn main() -> ExitCode {
         multus::logging::after_result();
         return ExitCode::from(out.exit_code as u8);
     }
+    cli()
+}
+
+/// Without CNI_COMMAND: the command line tools.
+fn cli() -> ExitCode {
     // Go's `multus -version` (its flag package takes one dash); clap would read `-v -e ...`.
     if std::env::args_os().nth(1).is_some_and(|a| a == "-version") {
         print_version();

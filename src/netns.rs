@@ -68,6 +68,12 @@ pub enum NetnsError {
     LinkNotFound { netns: String, ifname: String },
     #[error("netlink: {0}")]
     Netlink(String),
+    /// ADD, DEL and CHECK on the plugin's own namespace (the skel's rule).
+    #[error("plugin's netns and netns {path:?} are the same (set CNI_NETNS_OVERRIDE to allow)")]
+    OwnNetns { path: String },
+    /// An interface name a network asks for is already taken in the pod.
+    #[error("cannot set {network:?} interface name to {ifname:?}: interface name {ifname} already exists")]
+    InterfaceExists { network: String, ifname: String },
 }
 
 /// One network interface as seen inside its namespace.
@@ -127,24 +133,14 @@ impl IpFamily {
 /// trait is meant for generics on that single-threaded runtime, not `dyn`.
 #[allow(async_fn_in_trait)]
 pub trait NetnsOps {
-    /// The link named `ifname`, or `None` if there is no such link.
-    async fn link(&self, netns: &Path, ifname: &str) -> Result<Option<LinkInfo>, NetnsError>;
-
     /// All links of the namespace, loopback included.
     async fn links(&self, netns: &Path) -> Result<Vec<LinkInfo>, NetnsError>;
-
-    /// Unicast default routes (destination prefix length 0) of the main
-    /// table, IPv4 first, then IPv6.
-    async fn default_routes(&self, netns: &Path) -> Result<Vec<DefaultRoute>, NetnsError>;
 
     /// Make `gateway` via `ifname` the only default route of its family: every
     /// other default route of that family in the main table (on any link, of
     /// any type) is deleted, then this one is added. Idempotent: an existing
     /// identical route is kept as it is.
     async fn set_default_route(&self, netns: &Path, ifname: &str, gateway: IpAddr) -> Result<(), NetnsError>;
-
-    /// Delete every default route of `family` in the main table.
-    async fn delete_default_routes(&self, netns: &Path, family: IpFamily) -> Result<(), NetnsError>;
 }
 
 /// Whether `path` is the network namespace this process runs in (same nsfs device and
@@ -158,13 +154,6 @@ pub fn is_own_netns(path: &Path) -> bool {
         (Ok(own), Ok(other)) => own.dev() == other.dev() && own.ino() == other.ino(),
         _ => false,
     }
-}
-
-/// Whether `path` names an existing namespace file (a bind-mounted or
-/// `/proc/PID/ns/*` namespace). False for an empty path, a missing file, a
-/// leftover mount point, or a path that cannot be opened.
-pub fn netns_exists(path: &Path) -> bool {
-    open_netns(path).is_ok()
 }
 
 fn io_error(path: impl Display, action: &'static str, source: impl Into<io::Error>) -> NetnsError {
@@ -465,15 +454,28 @@ fn next_hops(route: &RouteMessage) -> Vec<(u32, Option<IpAddr>)> {
 pub struct Netlink;
 
 impl Netlink {
-    /// [`NetnsOps::link`] in the calling thread's own (host) namespace, e.g.
-    /// for `multus doctor` to check a master link.
+    /// The link named `ifname` in the calling thread's own (host) namespace, or
+    /// `None` if there is no such link, e.g. for `multus doctor` to check a master link.
     pub async fn host_link(&self, ifname: &str) -> Result<Option<LinkInfo>, NetnsError> {
         link_in(Namespace::Caller, ifname).await
     }
 
-    /// [`NetnsOps::default_routes`] in the calling thread's own namespace.
+    /// Unicast default routes (destination prefix length 0) of the main table in the
+    /// calling thread's own namespace, IPv4 first, then IPv6.
     pub async fn host_default_routes(&self) -> Result<Vec<DefaultRoute>, NetnsError> {
         default_routes_in(Namespace::Caller).await
+    }
+
+    /// [`Self::host_link`] in `netns`: what the tests read back after a change.
+    #[cfg(test)]
+    async fn link(&self, netns: &Path, ifname: &str) -> Result<Option<LinkInfo>, NetnsError> {
+        link_in(Namespace::At(netns), ifname).await
+    }
+
+    /// [`Self::host_default_routes`] in `netns`: what the tests read back after a change.
+    #[cfg(test)]
+    async fn default_routes(&self, netns: &Path) -> Result<Vec<DefaultRoute>, NetnsError> {
+        default_routes_in(Namespace::At(netns)).await
     }
 }
 
@@ -506,19 +508,11 @@ async fn default_routes_in(namespace: Namespace<'_>) -> Result<Vec<DefaultRoute>
 }
 
 impl NetnsOps for Netlink {
-    async fn link(&self, netns: &Path, ifname: &str) -> Result<Option<LinkInfo>, NetnsError> {
-        link_in(Namespace::At(netns), ifname).await
-    }
-
     async fn links(&self, netns: &Path) -> Result<Vec<LinkInfo>, NetnsError> {
         let session = Session::open(Namespace::At(netns))?;
         let links = session.all_links().await?;
         let addresses = session.global_addresses().await?;
         Ok(links.iter().map(|link| link_info(link, &addresses)).collect())
-    }
-
-    async fn default_routes(&self, netns: &Path) -> Result<Vec<DefaultRoute>, NetnsError> {
-        default_routes_in(Namespace::At(netns)).await
     }
 
     async fn set_default_route(&self, netns: &Path, ifname: &str, gateway: IpAddr) -> Result<(), NetnsError> {
@@ -544,14 +538,6 @@ impl NetnsOps for Netlink {
         }
         if !wanted_exists {
             session.add_default_route(link_index, gateway).await?;
-        }
-        Ok(())
-    }
-
-    async fn delete_default_routes(&self, netns: &Path, family: IpFamily) -> Result<(), NetnsError> {
-        let session = Session::open(Namespace::At(netns))?;
-        for route in session.default_route_messages(family).await? {
-            session.delete_route(route).await?;
         }
         Ok(())
     }
@@ -724,20 +710,20 @@ mod tests {
         let result = Netlink.links(Path::new("/proc/thread-self/ns/uts")).await;
         assert!(matches!(result, Err(NetnsError::NotANamespace { .. })), "{result:?}");
 
-        assert!(!netns_exists(&missing));
-        assert!(!netns_exists(Path::new("")));
-        assert!(!netns_exists(leftover.path()));
-        assert!(netns_exists(Path::new(THREAD_NETNS)));
-        assert!(netns_exists(Path::new("/proc/self/ns/net")));
+        assert!(open_netns(&missing).is_err());
+        assert!(open_netns(Path::new("")).is_err());
+        assert!(open_netns(leftover.path()).is_err());
+        assert!(open_netns(Path::new(THREAD_NETNS)).is_ok());
+        assert!(open_netns(Path::new("/proc/self/ns/net")).is_ok());
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn netns_exists_for_a_named_netns() {
+    async fn a_named_netns_opens() {
         if !is_root() {
             return;
         }
         let netns = TestNetns::new();
-        assert!(netns_exists(&netns.path));
+        assert!(open_netns(&netns.path).is_ok());
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -843,28 +829,6 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn delete_default_routes_only_touches_its_family() {
-        if !is_root() {
-            return;
-        }
-        let netns = TestNetns::new();
-        let link = netns.veth_with("dd", "10.10.0.2/24");
-        netns.ip(&["addr", "add", "fd00:10::2/64", "dev", &link, "nodad"]);
-        netns.ip(&["route", "add", "default", "via", "10.10.0.1", "dev", &link]);
-        netns.ip(&["-6", "route", "add", "default", "via", "fd00:10::1", "dev", &link]);
-        netns.ip(&["-6", "route", "add", "unreachable", "default", "metric", "4000"]);
-
-        Netlink.delete_default_routes(&netns.path, IpFamily::V6).await.expect("delete v6");
-        assert!(netns.default_routes_shown("-6").is_empty());
-        assert_eq!(netns.default_routes_shown("-4").len(), 1);
-
-        Netlink.delete_default_routes(&netns.path, IpFamily::V4).await.expect("delete v4");
-        assert!(netns.default_routes_shown("-4").is_empty());
-        // Nothing left to delete is fine.
-        Netlink.delete_default_routes(&netns.path, IpFamily::V4).await.expect("delete v4 again");
-    }
-
-    #[tokio::test(flavor = "current_thread")]
     async fn host_netns_is_untouched() {
         if !is_root() {
             return;
@@ -876,7 +840,6 @@ mod tests {
         let netns = TestNetns::new();
         let link = netns.veth_with("ht", "10.11.0.2/24");
         Netlink.set_default_route(&netns.path, &link, v4("10.11.0.1")).await.expect("set default route");
-        Netlink.delete_default_routes(&netns.path, IpFamily::V4).await.expect("delete default routes");
         let failed = Netlink.set_default_route(&netns.path, "nosuchlink0", v4("10.11.0.1"));
         assert!(failed.await.is_err());
         assert_eq!(thread_netns(), thread);
@@ -961,9 +924,6 @@ mod tests {
         let routes = fake.default_routes(pod).await.expect("routes");
         assert_eq!(routes, vec![v6_route, net1_route.clone()]);
 
-        fake.delete_default_routes(pod, IpFamily::V6).await.expect("delete");
-        assert_eq!(fake.default_routes(pod).await.expect("routes"), vec![net1_route]);
-
         let missing_link = fake.set_default_route(pod, "net9", v4("10.1.0.1")).await;
         assert!(matches!(missing_link, Err(NetnsError::LinkNotFound { .. })));
         assert_eq!(fake.link(pod, "net1").await.expect("link"), Some(fake_link("net1")));
@@ -976,7 +936,7 @@ mod tests {
                 FakeCall::DefaultRoutes { netns: pod.to_owned() },
             ]
         );
-        assert_eq!(fake.calls().len(), 7);
+        assert_eq!(fake.calls().len(), 5);
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -987,11 +947,15 @@ mod tests {
         assert_eq!(fake.links(pod).await.expect("links"), Vec::new());
 
         fake.remove_netns(pod);
-        let result = fake.delete_default_routes(pod, IpFamily::V4).await;
+        let result = fake.set_default_route(pod, "eth0", v4("10.1.0.1")).await;
         assert!(matches!(result, Err(NetnsError::NotFound { .. })), "{result:?}");
         assert_eq!(
             fake.calls().last(),
-            Some(&FakeCall::DeleteDefaultRoutes { netns: pod.to_owned(), family: IpFamily::V4 })
+            Some(&FakeCall::SetDefaultRoute {
+                netns: pod.to_owned(),
+                ifname: "eth0".to_owned(),
+                gateway: v4("10.1.0.1")
+            })
         );
     }
 }

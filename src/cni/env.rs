@@ -1,6 +1,6 @@
 //! The runtime's environment (`CNI_*` variables), validated exactly as libcni's skel does.
 
-use crate::error::{CniError, Result, code};
+use crate::error::{CniError, EnvError, Result};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,7 +221,7 @@ impl CniEnv {
         }
         let container_id = var("CNI_CONTAINERID");
         if !container_id.is_empty() && !valid_container_id(&container_id) {
-            return Err(CniError::invalid_env(format!("invalid characters in container ID {container_id:?}")));
+            return Err(EnvError::InvalidContainerId(container_id).into());
         }
         let ifname = var("CNI_IFNAME");
         if !ifname.is_empty() {
@@ -234,12 +234,6 @@ impl CniEnv {
 
     pub fn from_process() -> Result<CniEnv> {
         Self::from_lookup(|k| std::env::var(k).ok())
-    }
-}
-
-impl From<std::env::VarError> for CniError {
-    fn from(e: std::env::VarError) -> Self {
-        CniError::new(code::INVALID_ENV, e.to_string())
     }
 }
 

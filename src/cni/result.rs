@@ -6,7 +6,7 @@
 //! lost on its way to the next plugin.
 
 use super::version::Version;
-use crate::error::{CniError, code};
+use crate::error::{CniError, DecodeError, IoError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::net::IpAddr;
@@ -120,7 +120,7 @@ fn is_v4(cidr: &str) -> bool {
 }
 
 fn decode_err(version: &str, e: impl std::fmt::Display) -> CniError {
-    CniError::new(code::DECODE, format!("cannot decode a cniVersion {version} result: {e}"))
+    DecodeError::Invalid { what: format!("cannot decode a cniVersion {version} result"), why: e.to_string() }.into()
 }
 
 impl CniResult {
@@ -128,7 +128,7 @@ impl CniResult {
     /// result itself carries no `cniVersion` (the version of the config that produced it).
     pub fn from_value(value: &Value, fallback_version: &str) -> Result<CniResult, CniError> {
         if !value.is_object() {
-            return Err(CniError::new(code::DECODE, "a CNI result must be a JSON object"));
+            return Err(DecodeError::NotAnObject("a CNI result").into());
         }
         let version = match value.get("cniVersion").and_then(Value::as_str) {
             Some(v) if !v.is_empty() => v.to_string(),
@@ -174,50 +174,58 @@ impl CniResult {
         let target = Version::of_config(version)?;
         let version = if version.is_empty() { "0.1.0" } else { version };
         if target >= Version::V1_0_0 {
-            let mut v = serde_json::to_value(self).map_err(|e| CniError::new(code::IO, e.to_string()))?;
+            let mut v = serde_json::to_value(self).map_err(IoError::from)?;
             v["cniVersion"] = version.into();
             return Ok(v);
         }
         if target >= Version::V0_3_0 {
-            // 0.3.x/0.4.0: ips carry `version`; interfaces and routes know only the old fields.
-            let interfaces: Vec<Value> = self
-                .interfaces
-                .iter()
-                .map(|i| {
-                    let mut o = Map::new();
-                    o.insert("name".into(), i.name.clone().into());
-                    if let Some(m) = &i.mac {
-                        o.insert("mac".into(), m.clone().into());
-                    }
-                    if let Some(s) = &i.sandbox {
-                        o.insert("sandbox".into(), s.clone().into());
-                    }
-                    Value::Object(o)
-                })
-                .collect();
-            let ips: Vec<Value> = self
-                .ips
-                .iter()
-                .map(|ip| {
-                    let mut o = serde_json::to_value(ip).unwrap_or_default();
-                    o["version"] = if is_v4(&ip.address) { "4" } else { "6" }.into();
-                    o
-                })
-                .collect();
-            let routes: Vec<Value> = self.routes.iter().map(legacy_route).collect();
-            let mut v = json!({ "cniVersion": version, "dns": self.dns });
-            if !interfaces.is_empty() {
-                v["interfaces"] = interfaces.into();
-            }
-            if !ips.is_empty() {
-                v["ips"] = ips.into();
-            }
-            if !routes.is_empty() {
-                v["routes"] = routes.into();
-            }
-            return Ok(v);
+            return Ok(self.to_v03_value(version));
         }
-        // 0.1.0/0.2.0: the first address of each family, routes split by family.
+        Ok(self.to_v01_value(version))
+    }
+
+    /// 0.3.x/0.4.0: ips carry `version`; interfaces and routes know only the old fields.
+    fn to_v03_value(&self, version: &str) -> Value {
+        let interfaces: Vec<Value> = self
+            .interfaces
+            .iter()
+            .map(|i| {
+                let mut o = Map::new();
+                o.insert("name".into(), i.name.clone().into());
+                if let Some(m) = &i.mac {
+                    o.insert("mac".into(), m.clone().into());
+                }
+                if let Some(s) = &i.sandbox {
+                    o.insert("sandbox".into(), s.clone().into());
+                }
+                Value::Object(o)
+            })
+            .collect();
+        let ips: Vec<Value> = self
+            .ips
+            .iter()
+            .map(|ip| {
+                let mut o = serde_json::to_value(ip).unwrap_or_default();
+                o["version"] = if is_v4(&ip.address) { "4" } else { "6" }.into();
+                o
+            })
+            .collect();
+        let routes: Vec<Value> = self.routes.iter().map(legacy_route).collect();
+        let mut v = json!({ "cniVersion": version, "dns": self.dns });
+        if !interfaces.is_empty() {
+            v["interfaces"] = interfaces.into();
+        }
+        if !ips.is_empty() {
+            v["ips"] = ips.into();
+        }
+        if !routes.is_empty() {
+            v["routes"] = routes.into();
+        }
+        v
+    }
+
+    /// 0.1.0/0.2.0: the first address of each family, routes split by family.
+    fn to_v01_value(&self, version: &str) -> Value {
         let mut v = json!({ "cniVersion": version, "dns": self.dns });
         for (key, want_v4) in [("ip4", true), ("ip6", false)] {
             if let Some(ip) = self.ips.iter().find(|ip| is_v4(&ip.address) == want_v4) {
@@ -231,7 +239,7 @@ impl CniResult {
                 v[key] = serde_json::to_value(block).unwrap_or_default();
             }
         }
-        Ok(v)
+        v
     }
 
     /// Convert a raw result of any version into `version`.

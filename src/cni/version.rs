@@ -1,6 +1,6 @@
 //! CNI spec versions.
 
-use crate::error::{CniError, code};
+use crate::error::{CniError, VersionError};
 use std::fmt;
 
 /// Every spec version this plugin speaks, oldest first (VERSION's `supportedVersions`).
@@ -34,10 +34,7 @@ impl Version {
         }
         match Version::parse(s) {
             Some(v) if SUPPORTED_VERSIONS.contains(&s) => Ok(v),
-            _ => Err(CniError::new(
-                code::INCOMPATIBLE_VERSION,
-                format!("incompatible CNI versions: config is \"{s}\", plugin supports {SUPPORTED_VERSIONS:?}"),
-            )),
+            _ => Err(VersionError::Incompatible { config: s.to_string(), supported: &SUPPORTED_VERSIONS }.into()),
         }
     }
 }

@@ -7,11 +7,11 @@ use crate::cache;
 use crate::cni::{CniResult, K8sArgs};
 use crate::config::MultusConf;
 use crate::delegate::{self, DelegateResult, PluginExec};
-use crate::error::{CniError, Result, code};
+use crate::error::{CniError, IoError, Result, WaitError};
 use crate::k8s::client::Kube;
 use crate::k8s::pod::{self, PodInfo, PodLookup};
 use crate::k8s::status;
-use crate::netns::NetnsOps;
+use crate::netns::{NetnsError, NetnsOps};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -19,15 +19,19 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub async fn add<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>) -> Result<Value> {
-    let conf = &inv.conf;
-    conf.require_networks()?;
+    inv.conf.require_networks()?;
     let k8s = inv.k8s_args()?;
-    wait_for_readiness(conf, &k8s).await?;
+    super::tag_pod_errors(&k8s, add_pod(inv, &k8s).await)
+}
+
+async fn add_pod<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>, k8s: &K8sArgs) -> Result<Value> {
+    let conf = &inv.conf;
+    wait_for_readiness(conf).await?;
     // A node whose own plugins are missing should say so before anything else.
     if conf.cluster_network.is_empty() {
         for d in inv.static_delegates()? {
             delegate::check_binaries(&inv.exec, &d.config)
-                .map_err(|e| e.context(format!("{} network {:?}", k8s.tag(), d.name)))?;
+                .map_err(|e| e.context(format!("network {:?}", d.name)).about_pod_phrase())?;
         }
     }
     // The client is built only here: no other verb needs the API.
@@ -36,7 +40,7 @@ pub async fn add<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>) -> Result<V
     // mirror is read and the delegates run, not after them.
     kube.as_ref().inspect(|kube| kube.preconnect());
     let pod = match &kube {
-        Some(kube) => match pod::lookup(conf, kube, &k8s).await? {
+        Some(kube) => match pod::lookup(conf, kube, k8s).await? {
             PodLookup::Found(p) => Some(p),
             // As Go Multus: the pod is already gone (a racing deletion); succeed
             // without running anything so the runtime can tear the sandbox down.
@@ -47,23 +51,37 @@ pub async fn add<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>) -> Result<V
         },
         None => None,
     };
-    let plan = plan_with_events(inv, kube.as_ref(), &k8s, pod.as_ref()).await?;
+    let plan = plan_with_events(inv, kube.as_ref(), k8s, pod.as_ref()).await?;
     let attachments = &plan.attachments;
-    validate_plan(inv, &k8s, attachments).await?;
+    validate_plan(inv, attachments).await?;
     let cid = &inv.env.container_id;
     crate::devices::write_device_info(conf, cid, attachments.iter().map(|a| (&a.delegate, &a.device)));
     // A failed run rolls back what ran; the device-info files of the rest go too.
-    let (mut results, mut writes) = run_delegates(inv, &k8s, attachments)
+    let (results, writes) = run_delegates(inv, k8s, attachments)
         .await
         .inspect_err(|_| attachments.iter().for_each(|a| crate::devices::remove_device_info(conf, cid, &a.delegate)))?;
-    if plan.attachments.iter().any(|a| !a.default_route.is_empty()) {
+    finish(inv, k8s, (kube.as_ref(), pod.as_ref()), &plan, results, writes).await
+}
+
+/// After the delegates: default routes, then the status write overlapped with the last
+/// cache writes; any failure rolls the whole ADD back.
+async fn finish<E: PluginExec, N: NetnsOps>(
+    inv: &Invocation<E, N>,
+    k8s: &K8sArgs,
+    (kube, pod): (Option<&Kube>, Option<&PodInfo>),
+    plan: &Plan,
+    mut results: Vec<DelegateResult>,
+    mut writes: ResultWrites,
+) -> Result<Value> {
+    let attachments = &plan.attachments;
+    if attachments.iter().any(|a| !a.default_route.is_empty()) {
         // The default-route step rewrites cached results: the first writes land first.
         let routed = match writes.finish().await {
-            Ok(()) => apply_default_routes(inv, &k8s, &plan, &mut results).await,
+            Ok(()) => apply_default_routes(inv, k8s, plan, &mut results).await,
             Err(e) => Err(e),
         };
         if let Err(e) = routed {
-            rollback(inv, &k8s, attachments, &results).await;
+            rollback(inv, k8s, attachments, &results).await;
             return Err(e);
         }
     }
@@ -74,17 +92,17 @@ pub async fn add<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>) -> Result<V
     // The last results still being written (fsync) and the status write overlap: both
     // must succeed before the ADD does, neither waits for the other.
     let published = async {
-        match (&kube, &pod) {
-            (Some(kube), Some(pod)) => publish(inv, kube, pod, &plan, &results).await.map_err(|e| e.context(k8s.tag())),
+        match (kube, pod) {
+            (Some(kube), Some(pod)) => publish(inv, kube, pod, plan, &results).await.map_err(CniError::about_pod),
             _ => Ok(()),
         }
     };
     let (written, published) = futures::join!(writes.finish(), published);
     if let Err(e) = written.and(published) {
-        rollback(inv, &k8s, attachments, &results).await;
+        rollback(inv, k8s, attachments, &results).await;
         return Err(e);
     }
-    primary_result(conf, attachments, &results)
+    primary_result(&inv.conf, attachments, &results)
 }
 
 /// The plan; a network that cannot be had is recorded on the pod as a `NoNetworkFound`
@@ -142,10 +160,9 @@ async fn apply_default_routes<E: PluginExec, N: NetnsOps>(
         for gw in &a.default_route {
             let d = &a.delegate;
             inv.netns.set_default_route(netns, &d.ifname, *gw).await.map_err(|e| {
-                CniError::new(
-                    code::NETNS,
-                    format!("{} error setting default gateway {gw} on {}: {e}", k8s.tag(), d.ifname),
-                )
+                CniError::from(e)
+                    .context(format!("error setting default gateway {gw} on {}", d.ifname))
+                    .about_pod_phrase()
             })?;
             taken.push((i, *gw));
         }
@@ -236,40 +253,26 @@ async fn publish<E: PluginExec, N: NetnsOps>(
 
 /// Everything that can be checked before anything runs: binaries, interface names
 /// unique in the plan and not yet taken in the pod's netns.
-pub async fn validate_plan<E: PluginExec, N: NetnsOps>(
-    inv: &Invocation<E, N>,
-    k8s: &K8sArgs,
-    plan: &[Attachment],
-) -> Result<()> {
+pub async fn validate_plan<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>, plan: &[Attachment]) -> Result<()> {
     let mut seen = HashSet::new();
     for d in plan.iter().map(|a| &a.delegate) {
         delegate::check_binaries(&inv.exec, &d.config)
-            .map_err(|e| e.context(format!("{} network {:?}", k8s.tag(), d.name)))?;
+            .map_err(|e| e.context(format!("network {:?}", d.name)).about_pod_phrase())?;
         if !seen.insert(d.ifname.as_str()) {
             return Err(CniError::invalid_config(format!(
-                "{} interface name {} is requested by more than one network (second: {})",
-                k8s.tag(),
-                d.ifname,
-                d.name
-            )));
+                "interface name {} is requested by more than one network (second: {})",
+                d.ifname, d.name
+            ))
+            .about_pod_phrase());
         }
         crate::cni::env::check_ifname(&d.ifname)
-            .map_err(|e| CniError::invalid_config(format!("{} network {:?}: {e}", k8s.tag(), d.name)))?;
+            .map_err(|e| CniError::invalid_config(format!("network {:?}: {e}", d.name)).about_pod_phrase())?;
     }
     // One netlink dump of the pod's links, not one lookup per attachment.
-    let existing = inv
-        .netns
-        .links(Path::new(&inv.env.netns))
-        .await
-        .map_err(|e| CniError::new(code::NETNS, format!("{} {e}", k8s.tag())))?;
+    let existing =
+        inv.netns.links(Path::new(&inv.env.netns)).await.map_err(|e| CniError::from(e).about_pod_phrase())?;
     if let Some(d) = plan.iter().map(|a| &a.delegate).find(|d| existing.iter().any(|l| l.name == d.ifname)) {
-        return Err(CniError::new(
-            code::NETNS,
-            format!(
-                "cannot set {:?} interface name to {:?}: interface name {} already exists",
-                d.name, d.ifname, d.ifname
-            ),
-        ));
+        return Err(NetnsError::InterfaceExists { network: d.name.clone(), ifname: d.ifname.clone() }.into());
     }
     Ok(())
 }
@@ -287,7 +290,7 @@ pub async fn run_delegates<E: PluginExec, N>(
     let cni_dir = inv.cni_dir();
     let scratch = cache::encode_delegates(&inv.env.container_id, plan.iter().map(|a| &a.delegate))
         .and_then(|encoded| cache::stage_delegates(&cni_dir, &inv.env.container_id, &encoded))
-        .map_err(|e| e.context(format!("{} error saving the delegates", k8s.tag())))?;
+        .map_err(|e| e.context("error saving the delegates").about_pod_phrase())?;
     let mut results: Vec<DelegateResult> = Vec::with_capacity(plan.len());
     // The scratch record is in its temp file (a cniDir that cannot take it has failed the
     // ADD before anything ran); its fsyncs and rename, then each result's write (temp +
@@ -297,9 +300,8 @@ pub async fn run_delegates<E: PluginExec, N>(
     // delegate's first millisecond may leave no scratch record, and its DEL then
     // resolves the networks again, as after a lost cache.
     let mut writes = ResultWrites(Vec::with_capacity(plan.len() + 1));
-    let tag = k8s.tag();
     writes.0.push(tokio::task::spawn_blocking(move || {
-        scratch.commit().map_err(|e| e.context(format!("{tag} error saving the delegates")))
+        scratch.commit().map_err(|e| e.context("error saving the delegates").about_pod_phrase())
     }));
     let mut failure = None;
     for (i, d) in plan.iter().map(|a| &a.delegate).enumerate() {
@@ -314,9 +316,9 @@ pub async fn run_delegates<E: PluginExec, N>(
         match outcome {
             Ok(added) => {
                 tracing::info!("{} added {} ({}) in {:?}", k8s.tag(), d.ifname, d.name, started.elapsed());
-                let (dir, record, tag) = (cni_dir.clone(), inv.result_record(d, &rt, &added.raw), k8s.tag());
+                let (dir, record) = (cni_dir.clone(), inv.result_record(d, &rt, &added.raw));
                 writes.0.push(tokio::task::spawn_blocking(move || {
-                    cache::save_result(&dir, &record).map_err(|e| e.context(tag))
+                    cache::save_result(&dir, &record).map_err(CniError::about_pod)
                 }));
                 results.push(added);
             }
@@ -346,8 +348,7 @@ impl ResultWrites {
     pub async fn finish(&mut self) -> Result<()> {
         let mut first = Ok(());
         for w in self.0.drain(..) {
-            let written =
-                w.await.unwrap_or_else(|e| Err(CniError::new(code::IO, format!("results cache writer: {e}"))));
+            let written = w.await.unwrap_or_else(|e| Err(IoError::from(e).into()));
             if let (Err(e), Ok(())) = (written, &first) {
                 first = Err(e);
             }
@@ -388,7 +389,7 @@ pub fn primary_result(conf: &MultusConf, plan: &[Attachment], results: &[Delegat
 
 /// Wait for `readinessindicatorfile` (the default network's "I am ready" file): polled
 /// every second up to the configured budget, then "try again later" (code 11).
-pub async fn wait_for_readiness(conf: &MultusConf, k8s: &K8sArgs) -> Result<()> {
+pub async fn wait_for_readiness(conf: &MultusConf) -> Result<()> {
     if conf.readiness_indicator_file.is_empty() {
         return Ok(());
     }
@@ -400,14 +401,7 @@ pub async fn wait_for_readiness(conf: &MultusConf, k8s: &K8sArgs) -> Result<()> 
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(CniError::new(
-                code::TRY_AGAIN_LATER,
-                format!(
-                    "{}: have you checked that your default network is ready? still waiting for readinessindicatorfile @ {}",
-                    k8s.tag(),
-                    path.display()
-                ),
-            ));
+            return Err(CniError::from(WaitError::Readiness { path: path.display().to_string() }).about_pod());
         }
         tokio::time::sleep(Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now()))).await;
     }

@@ -19,15 +19,19 @@ use std::time::Duration;
 pub async fn del<E: PluginExec, N>(inv: &Invocation<E, N>) -> Result<()> {
     inv.conf.require_networks()?;
     let k8s = inv.k8s_args()?;
+    super::tag_pod_errors(&k8s, del_pod(inv, &k8s).await)
+}
+
+async fn del_pod<E: PluginExec, N>(inv: &Invocation<E, N>, k8s: &K8sArgs) -> Result<()> {
     let cni_dir = inv.cni_dir();
     let cid = &inv.env.container_id;
     let (delegates, known) = match cache::load_delegates(&cni_dir, cid, &inv.env.ifname) {
         Ok(Some(d)) => (d, Known::Cached),
-        Ok(None) => fallback_delegates(inv, &k8s).await?,
+        Ok(None) => fallback_delegates(inv, k8s).await?,
         Err(e) => {
             // Go Multus returns success here and leaks every IP (#1087).
             tracing::error!("{} {}; deleting what the results cache and the config know", k8s.tag(), e.msg);
-            fallback_delegates(inv, &k8s).await?
+            fallback_delegates(inv, k8s).await?
         }
     };
     let runtime = inv.runtime_capabilities();
@@ -37,7 +41,7 @@ pub async fn del<E: PluginExec, N>(inv: &Invocation<E, N>) -> Result<()> {
         if d.primary && !runtime.is_empty() {
             d.capability_args = runtime.clone();
         }
-        let rt = inv.runtime_conf(&k8s, &d);
+        let rt = inv.runtime_conf(k8s, &d);
         let cached = inv.prev_result_for(&d);
         let deleted = delegate::del_network(&inv.exec, &d.config, &rt, cached.as_ref()).await;
         crate::devices::remove_device_info(&inv.conf, cid, &d);
@@ -52,7 +56,7 @@ pub async fn del<E: PluginExec, N>(inv: &Invocation<E, N>) -> Result<()> {
                     e.msg
                 )
             }
-            Err(e) => errors.push(e.context(format!("{} error deleting {} ({})", k8s.tag(), d.ifname, d.name))),
+            Err(e) => errors.push(e.context(format!("error deleting {} ({})", d.ifname, d.name)).about_pod_phrase()),
         }
     }
     if (!inv.conf.retry_delete_on_error || errors.is_empty())

@@ -16,14 +16,14 @@ use crate::cache;
 use crate::cni::{K8sArgs, Version};
 use crate::config::Attachment;
 use crate::delegate::{self, PluginExec, RuntimeConf};
-use crate::error::{CniError, ErrorList, Result, code};
+use crate::error::{ErrorList, Result, VersionError};
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
 pub async fn gc<E: PluginExec, N>(inv: &Invocation<E, N>) -> Result<()> {
     if inv.conf.version() < Version::V1_1_0 {
-        return Err(CniError::new(code::INCOMPATIBLE_VERSION, "config version does not allow GC"));
+        return Err(VersionError::VerbNotAllowed("GC").into());
     }
     inv.conf.require_networks()?;
     let mut errors = ErrorList::default();

@@ -20,7 +20,7 @@ use crate::cache;
 use crate::cni::{CniEnv, CniResult, Command, K8sArgs, version::LATEST};
 use crate::config::MultusConf;
 use crate::delegate::{BinaryExec, Delegate, NetworkConfig, PluginExec, RuntimeConf};
-use crate::error::{CniError, Result, code};
+use crate::error::{CniError, DecodeError, Result};
 use base64::Engine;
 use serde_json::{Map, Value};
 use std::io::Read;
@@ -60,10 +60,7 @@ pub fn run_from_process() -> Output {
             return Output::early_error(&CniError::io("cannot read stdin", e), LATEST);
         }
         if stdin.len() as u64 > MAX_STDIN {
-            return Output::early_error(
-                &CniError::new(code::DECODE, "the network configuration on stdin is larger than 16 MiB"),
-                LATEST,
-            );
+            return Output::early_error(&DecodeError::StdinTooLarge.into(), LATEST);
         }
     } else {
         let _ = std::io::stdin().take(MAX_STDIN).read_to_end(&mut stdin);
@@ -149,12 +146,15 @@ fn refuse_own_netns(env: &CniEnv) -> Result<()> {
         && !overridden
         && crate::netns::is_own_netns(std::path::Path::new(&env.netns))
     {
-        return Err(CniError::new(
-            code::INVALID_NETNS,
-            format!("plugin's netns and netns {:?} are the same (set CNI_NETNS_OVERRIDE to allow)", env.netns),
-        ));
+        return Err(crate::netns::NetnsError::OwnNetns { path: env.netns.clone() }.into());
     }
     Ok(())
+}
+
+/// Where a verb that works on a pod returns: the errors marked as about the pod
+/// ([`CniError::about_pod`]) get its tag `[ns/name/uid]`, here and nowhere else.
+pub(crate) fn tag_pod_errors<T>(k8s: &K8sArgs, result: Result<T>) -> Result<T> {
+    result.map_err(|e| e.with_pod_tag(&k8s.tag()))
 }
 
 /// One invocation's world: the config, the runtime's environment, and the effects

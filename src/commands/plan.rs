@@ -14,7 +14,7 @@ use super::Invocation;
 use crate::cni::K8sArgs;
 use crate::config::MultusConf;
 use crate::delegate::{Delegate, NetworkConfig, PluginExec};
-use crate::error::{CniError, Result, code};
+use crate::error::{CniError, KubeError, Result};
 use crate::k8s::client::Kube;
 use crate::k8s::nad;
 use crate::k8s::pod::PodInfo;
@@ -100,13 +100,13 @@ pub async fn plan<E: PluginExec, N>(
     k8s: &K8sArgs,
     pod: Option<&PodInfo>,
 ) -> std::result::Result<Plan, PlanError> {
-    let slots = slots(inv, kube.is_some(), k8s, pod)?;
-    let fetched = fetch_networks(kube, &inv.conf, &slots).await.map_err(|e| e.context(k8s.tag()))?;
-    let mut plan = build(inv, k8s, slots, fetched)?;
+    let slots = slots(inv, kube.is_some(), pod)?;
+    let fetched = fetch_networks(kube, &inv.conf, &slots).await.map_err(CniError::about_pod)?;
+    let mut plan = build(inv, slots, fetched)?;
     assign_devices(inv, kube, k8s, pod, &mut plan).await?;
     // The auxiliary chain (auxiliaryCNIChainName) runs last, after every network.
     let mut delegates: Vec<Delegate> = Vec::new();
-    super::aux_chain::append_to(inv, plan.attachments.len(), &mut delegates).map_err(|e| e.context(k8s.tag()))?;
+    super::aux_chain::append_to(inv, plan.attachments.len(), &mut delegates).map_err(CniError::about_pod)?;
     plan.attachments.extend(delegates.into_iter().map(|delegate| Attachment {
         delegate,
         default_route: Vec::new(),
@@ -144,26 +144,21 @@ async fn assign_devices<E: PluginExec, N>(
 
 /// Step 1: the slots from the config (clusterNetwork + defaultNetworks, or the static
 /// delegates), the default-network override and the networks annotation.
-pub fn slots<E: PluginExec, N>(
-    inv: &Invocation<E, N>,
-    use_api: bool,
-    k8s: &K8sArgs,
-    pod: Option<&PodInfo>,
-) -> Result<Vec<Slot>> {
+pub fn slots<E: PluginExec, N>(inv: &Invocation<E, N>, use_api: bool, pod: Option<&PodInfo>) -> Result<Vec<Slot>> {
     let conf = &inv.conf;
     let mut slots = config_slots(inv, use_api, pod)?;
     let (Some(pod), true) = (pod, use_api) else { return Ok(slots) };
     let isolate = |sel: &NetworkSelection| -> Result<()> {
         if conf.namespace_isolation {
             selection::check_namespace_isolation(sel, &pod.namespace, &conf.global_namespaces())
-                .map_err(|e| CniError::invalid_config(format!("{} {e}", k8s.tag())))?;
+                .map_err(|e| CniError::invalid_config(e.to_string()).about_pod_phrase())?;
         }
         Ok(())
     };
     let mut selections: Vec<NetworkSelection> = Vec::new();
     if let Some(v) = pod.annotations.get(DEFAULT_NETWORK_ANNOTATION) {
         let sel = selection::parse_default_network(v, &conf.multus_namespace)
-            .map_err(|e| CniError::invalid_config(format!("{} {DEFAULT_NETWORK_ANNOTATION}: {e}", k8s.tag())))?;
+            .map_err(|e| CniError::invalid_config(format!("{DEFAULT_NETWORK_ANNOTATION}: {e}")).about_pod_phrase())?;
         isolate(&sel)?; // Go Multus does not isolate this annotation
         let primary = selected_slot(&sel, true);
         if slots.is_empty() {
@@ -175,17 +170,18 @@ pub fn slots<E: PluginExec, N>(
     }
     if let Some(v) = pod.annotations.get(NETWORKS_ANNOTATION) {
         let sels = selection::parse_networks(v, &pod.namespace)
-            .map_err(|e| CniError::invalid_config(format!("{} {NETWORKS_ANNOTATION}: {e}", k8s.tag())))?;
+            .map_err(|e| CniError::invalid_config(format!("{NETWORKS_ANNOTATION}: {e}")).about_pod_phrase())?;
         // Before any selection is looked at: the count alone decides.
-        check_attachments(slots.len() + sels.len(), &conf.limits()).map_err(|e| e.context(k8s.tag()))?;
+        check_attachments(slots.len() + sels.len(), &conf.limits()).map_err(CniError::about_pod)?;
         for sel in sels {
             isolate(&sel)?;
             slots.push(selected_slot(&sel, false));
             selections.push(sel);
         }
     }
-    selection::check_default_routes(&selections).map_err(|e| CniError::invalid_config(format!("{} {e}", k8s.tag())))?;
-    check_attachments(slots.len(), &conf.limits()).map_err(|e| e.context(k8s.tag()))?;
+    selection::check_default_routes(&selections)
+        .map_err(|e| CniError::invalid_config(e.to_string()).about_pod_phrase())?;
+    check_attachments(slots.len(), &conf.limits()).map_err(CniError::about_pod)?;
     Ok(slots)
 }
 
@@ -347,12 +343,7 @@ async fn fetch_network(
             let n = c.name().to_string();
             (c, n, None)
         }),
-        Ok(None) => Err(CniError::new(
-            code::KUBERNETES,
-            format!(
-                "cannot find a network-attachment-definition ({name}) in namespace ({namespace}): network-attachment-definitions.k8s.cni.cncf.io {name:?} not found"
-            ),
-        )),
+        Ok(None) => Err(KubeError::NadNotFound { namespace: namespace.to_string(), name: name.to_string() }.into()),
         Err(e) => {
             Err(e.context(format!("cannot find a network-attachment-definition ({name}) in namespace ({namespace})")))
         }
@@ -363,7 +354,6 @@ async fn fetch_network(
 /// capability values it requests (declared by its plugins), its default route.
 pub fn build<E: PluginExec, N>(
     inv: &Invocation<E, N>,
-    k8s: &K8sArgs,
     slots: Vec<Slot>,
     fetched: Vec<Option<Fetched>>,
 ) -> std::result::Result<Plan, PlanError> {
@@ -377,16 +367,12 @@ pub fn build<E: PluginExec, N>(
             }
             (_, Some(Ok(found))) => found,
             (Source::Nad { .. }, Some(Err(e))) => {
-                return Err(PlanError::NetworkUnavailable { message: e.msg.clone(), error: e.context(k8s.tag()) });
+                return Err(PlanError::NetworkUnavailable { message: e.msg.clone(), error: e.about_pod() });
             }
             (Source::Nad { namespace, name, .. }, None) => {
-                return Err(PlanError::Invalid(CniError::new(
-                    code::KUBERNETES,
-                    format!(
-                        "{} network {namespace}/{name} needs the Kubernetes API, which is not configured",
-                        k8s.tag()
-                    ),
-                )));
+                return Err(PlanError::Invalid(
+                    CniError::from(KubeError::NeedsApi { namespace, name }).about_pod_phrase(),
+                ));
             }
         };
         let sel = slot.selection.unwrap_or_default();
@@ -442,6 +428,7 @@ fn attachment_capabilities(sel: &NetworkSelection, config: &NetworkConfig, name:
 #[cfg(test)]
 mod bounds_tests {
     use super::*;
+    use crate::error::code;
     use crate::limits::Limits;
 
     #[test]

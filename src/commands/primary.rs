@@ -18,7 +18,7 @@
 use super::Invocation;
 use crate::cache;
 use crate::delegate::{Delegate, NetworkConfig, PluginExec};
-use crate::error::{CniError, Result, code};
+use crate::error::{CniError, KubeError, Result, code};
 use crate::k8s::client::Kube;
 use crate::k8s::nad;
 use serde_json::Map;
@@ -160,14 +160,13 @@ pub async fn resolve<E, N>(
                 tracing::warn!("{}; using the config this node recorded for {attachment}", api.msg);
                 return Ok((c, attachment));
             }
-            Err(CniError::new(
-                if api.code == code::TRY_AGAIN_LATER { code::TRY_AGAIN_LATER } else { code::KUBERNETES },
-                format!(
-                    "NAD {attachment} needs the API, which did not answer ({}), and neither {} nor this node's results cache knows it",
-                    api.msg,
-                    conf_dir.display()
-                ),
-            ))
+            Err(KubeError::NadUnknownOffline {
+                transient: api.code == code::TRY_AGAIN_LATER,
+                attachment,
+                why: api.msg,
+                conf_dir: conf_dir.display().to_string(),
+            }
+            .into())
         }
     }
 }

@@ -8,25 +8,20 @@ use super::Invocation;
 use super::primary;
 use crate::cni::Version;
 use crate::delegate::{self, PluginExec, RuntimeConf};
-use crate::error::{CniError, Result, code};
+use crate::error::{NotAvailable, Result, VersionError};
 use std::path::Path;
 
 pub async fn status<E: PluginExec, N>(inv: &Invocation<E, N>) -> Result<()> {
     if inv.conf.version() < Version::V1_1_0 {
-        return Err(CniError::new(code::INCOMPATIBLE_VERSION, "config version does not allow STATUS"));
+        return Err(VersionError::VerbNotAllowed("STATUS").into());
     }
     inv.conf.require_networks()?;
     let file = &inv.conf.readiness_indicator_file;
     if !file.is_empty() && !crate::safefs::is_regular_file(Path::new(file)) {
-        return Err(CniError::new(
-            code::NOT_AVAILABLE,
-            format!("the default network is not ready: {file} does not exist or is not a regular file"),
-        ));
+        return Err(NotAvailable::NotReady { file: file.clone() }.into());
     }
     let kube = primary::connect_if_needed(inv, false).await;
-    let primary_net = primary::primary(inv, kube.as_ref(), "")
-        .await
-        .map_err(|e| CniError::new(code::NOT_AVAILABLE, format!("the primary network is not available: {}", e.msg)))?;
+    let primary_net = primary::primary(inv, kube.as_ref(), "").await.map_err(|e| NotAvailable::Primary(e.msg))?;
     let Some(primary_net) = primary_net else {
         return Ok(());
     };

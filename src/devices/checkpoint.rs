@@ -6,7 +6,7 @@
 //! keyed by pod UID. Kubelets before 1.20 wrote `DeviceIDs` as a plain list; both are read.
 
 use super::ResourceMap;
-use crate::error::{CniError, Result, code};
+use crate::error::{CniError, DecodeError, Result};
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
@@ -58,11 +58,13 @@ pub fn pod_resources(path: &Path, pod_uid: &str) -> Result<ResourceMap> {
             path.display()
         )));
     }
-    let data = super::read_bounded(path, MAX_CHECKPOINT, "kubeletCheckpointFile").map_err(|e| {
-        CniError::new(code::IO, format!("failed to read the kubelet checkpoint {}: {e}", path.display()))
-    })?;
+    let data = super::read_bounded(path, MAX_CHECKPOINT, "kubeletCheckpointFile")
+        .map_err(|e| CniError::io(format!("failed to read the kubelet checkpoint {}", path.display()), e))?;
     let cp: Checkpoint = serde_json::from_slice(&data).map_err(|e| {
-        CniError::new(code::DECODE, format!("failed to parse the kubelet checkpoint {}: {e}", path.display()))
+        CniError::from(DecodeError::Invalid {
+            what: format!("failed to parse the kubelet checkpoint {}", path.display()),
+            why: e.to_string(),
+        })
     })?;
     let mut map = ResourceMap::default();
     for e in cp.data.entries.iter().flatten().filter(|e| e.pod_uid == pod_uid) {
@@ -75,6 +77,7 @@ pub fn pod_resources(path: &Path, pod_uid: &str) -> Result<ResourceMap> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::code;
 
     #[test]
     fn entries_of_the_pod_sorted_and_both_id_shapes() {

@@ -11,7 +11,7 @@
 //! The content is read into the spec's typed structure (as Go Multus does): unknown keys
 //! are dropped, so a device plugin cannot put arbitrary JSON into the pod's annotation.
 
-use crate::error::{CniError, Result, code};
+use crate::error::{CniError, DecodeError, IoError, Result};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -116,12 +116,12 @@ pub fn load(path: &Path) -> Result<Option<DeviceInfo>> {
         Ok(d) => d,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
-            return Err(CniError::new(code::IO, format!("cannot read the device-info file {}: {e}", path.display())));
+            return Err(CniError::io(format!("cannot read the device-info file {}", path.display()), e));
         }
     };
-    serde_json::from_slice(&data)
-        .map(Some)
-        .map_err(|e| CniError::new(code::DECODE, format!("invalid device-info file {}: {e}", path.display())))
+    serde_json::from_slice(&data).map(Some).map_err(|e| {
+        DecodeError::Invalid { what: format!("invalid device-info file {}", path.display()), why: e.to_string() }.into()
+    })
 }
 
 /// Write `info` to `path`, refusing to replace an existing file (as the spec's helpers
@@ -153,7 +153,7 @@ fn libc_nofollow() -> i32 {
 pub fn copy_from_dp(dir: &Path, cni_file: &Path, resource: &str, device_id: &str) -> Result<()> {
     let src = dp_path(dir, resource, device_id);
     let info = load(&src)?.ok_or_else(|| {
-        CniError::new(code::IO, format!("no device-info file {} from the device plugin", src.display()))
+        CniError::from(IoError::Unusable(format!("no device-info file {} from the device plugin", src.display())))
     })?;
     save_new(cni_file, &info)
         .map_err(|e| CniError::io(format!("cannot write the device-info file {}", cni_file.display()), e))

@@ -22,7 +22,7 @@ pub mod podresources;
 use crate::cni::K8sArgs;
 use crate::config::MultusConf;
 use crate::delegate::Delegate;
-use crate::error::{CniError, Result, code};
+use crate::error::{CniError, Result, WaitError};
 use crate::k8s::client::Kube;
 use crate::k8s::pod::PodInfo;
 use kube::api::DynamicObject;
@@ -109,14 +109,11 @@ pub async fn lookup(conf: &MultusConf, pod: &PodInfo, budget: Duration) -> Resul
             Err(e) => return Err(e),
         }
     } else if !checkpoint.exists() {
-        return Err(CniError::new(
-            code::TRY_AGAIN_LATER,
-            format!(
-                "cannot learn the pod's devices: neither the kubelet pod-resources socket {} (podResourcesSocket) nor the kubelet checkpoint {} (kubeletCheckpointFile) exists",
-                socket.display(),
-                checkpoint.display()
-            ),
-        ));
+        return Err(WaitError::NoDeviceSource {
+            socket: socket.display().to_string(),
+            checkpoint: checkpoint.display().to_string(),
+        }
+        .into());
     }
     checkpoint::pod_resources(checkpoint, &pod.uid)
 }
@@ -152,7 +149,7 @@ pub async fn attach(
                 tracing::warn!("{} devices unknown, attachments go without: {}", k8s.tag(), e.msg);
                 ResourceMap::default()
             }
-            Err(e) => return Err(e.context(k8s.tag())),
+            Err(e) => return Err(e.about_pod()),
         };
         let mut used: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, (d, r)) in delegates.iter_mut().zip(resources).enumerate() {
@@ -164,8 +161,7 @@ pub async fn attach(
                     continue;
                 }
                 return Err(CniError::invalid_config(format!(
-                    "{} network {:?} ({}): the pod has no device of resource {r:?} for it: the kubelet allocated {} ({}) to the pod and {} attachments need one; add {r:?} to the pod's resource requests and limits, once per attachment",
-                    k8s.tag(),
+                    "network {:?} ({}): the pod has no device of resource {r:?} for it: the kubelet allocated {} ({}) to the pod and {} attachments need one; add {r:?} to the pod's resource requests and limits, once per attachment",
                     d.name,
                     d.ifname,
                     ids.len(),
@@ -247,6 +243,7 @@ pub fn remove_device_info(conf: &MultusConf, container_id: &str, d: &Delegate) {
 mod tests {
     use super::*;
     use crate::delegate::NetworkConfig;
+    use crate::error::code;
     use serde_json::json;
 
     fn conf(dir: &Path) -> MultusConf {

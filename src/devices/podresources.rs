@@ -8,7 +8,7 @@
 //! are retried with backoff inside it.
 
 use super::ResourceMap;
-use crate::error::{CniError, Result, code};
+use crate::error::{CniError, KubeError, Result, WaitError};
 use hyper_util::rt::TokioIo;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -31,12 +31,14 @@ fn transient(s: &tonic::Status) -> bool {
 }
 
 fn grpc_error(socket: &Path, what: &str, s: &tonic::Status) -> CniError {
-    let c = if transient(s) || s.code() == tonic::Code::DeadlineExceeded {
-        code::TRY_AGAIN_LATER
-    } else {
-        code::KUBERNETES
-    };
-    CniError::new(c, format!("kubelet pod-resources {what} on {}: {:?}: {}", socket.display(), s.code(), s.message()))
+    KubeError::Kubelet {
+        method: what.to_string(),
+        socket: socket.display().to_string(),
+        status: format!("{:?}", s.code()),
+        message: s.message().to_string(),
+        transient: transient(s) || s.code() == tonic::Code::DeadlineExceeded,
+    }
+    .into()
 }
 
 /// Connect to the socket; the connection is made lazily by the first call.
@@ -59,64 +61,80 @@ pub async fn pod_resources(socket: &Path, namespace: &str, name: &str, budget: D
         return Err(CniError::invalid_config("pod-resources lookup needs the pod's name and namespace"));
     }
     let deadline = Instant::now() + budget;
-    let mut client = client(socket)?;
-    let timed_out = || {
-        CniError::new(
-            code::TRY_AGAIN_LATER,
-            format!(
-                "kubelet pod-resources on {} did not answer within {budget:?} (the API budget, apiTimeoutSeconds)",
-                socket.display()
-            ),
-        )
-    };
-    let mut backoff = Duration::from_millis(50);
+    let client = client(socket)?;
+    let timed_out = || CniError::from(WaitError::PodResources { socket: socket.display().to_string(), budget });
+    let mut retry = Retry { socket, deadline, backoff: Duration::from_millis(50), timed_out: &timed_out };
+    let of_pod = |p: &v1::PodResources| p.name == name && p.namespace == namespace;
+    let mut map = ResourceMap::default();
     // One pod: `Get`. Any failure but a transient one sends us to `List` (a kubelet
     // without the method, or with KubeletPodResourcesGet off).
     let get = v1::GetPodResourcesRequest { pod_name: name.into(), pod_namespace: namespace.into() };
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, client.get(get.clone())).await {
-            Err(_) => return Err(timed_out()),
-            Ok(Ok(resp)) => {
-                let pod = resp.into_inner().pod_resources.unwrap_or_default();
-                let mut map = ResourceMap::default();
-                if pod.name == name && pod.namespace == namespace {
-                    map.add_pod(&pod);
-                }
-                map.finish();
-                return Ok(map);
-            }
-            Ok(Err(s)) if transient(&s) && Instant::now() + backoff < deadline => {
-                tracing::debug!("pod-resources Get: {:?} {}; retrying in {backoff:?}", s.code(), s.message());
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-            Ok(Err(s)) if transient(&s) => return Err(grpc_error(socket, "Get", &s)),
-            Ok(Err(s)) => {
-                tracing::debug!("pod-resources Get unavailable ({:?}: {}); using List", s.code(), s.message());
-                break;
+    let answer = retry
+        .call("Get", || {
+            let (mut client, get) = (client.clone(), get.clone());
+            async move { client.get(get).await }
+        })
+        .await?;
+    match answer {
+        Ok(resp) => {
+            let pod = resp.into_inner().pod_resources.unwrap_or_default();
+            if of_pod(&pod) {
+                map.add_pod(&pod);
             }
         }
+        Err(s) => {
+            tracing::debug!("pod-resources Get unavailable ({:?}: {}); using List", s.code(), s.message());
+            let resp = retry
+                .call("List", || {
+                    let mut client = client.clone();
+                    async move { client.list(v1::ListPodResourcesRequest {}).await }
+                })
+                .await?
+                .map_err(|s| grpc_error(socket, "List", &s))?;
+            resp.into_inner().pod_resources.iter().filter(|p| of_pod(p)).for_each(|pod| map.add_pod(pod));
+        }
     }
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, client.list(v1::ListPodResourcesRequest {})).await {
-            Err(_) => return Err(timed_out()),
-            Ok(Ok(resp)) => {
-                let mut map = ResourceMap::default();
-                for pod in resp.into_inner().pod_resources.iter().filter(|p| p.name == name && p.namespace == namespace)
-                {
-                    map.add_pod(pod);
+    map.finish();
+    Ok(map)
+}
+
+/// Calls to the kubelet under one deadline; transient failures retried with a backoff
+/// that carries over from one method to the next.
+struct Retry<'a, F> {
+    socket: &'a Path,
+    deadline: Instant,
+    backoff: Duration,
+    timed_out: &'a F,
+}
+
+impl<F: Fn() -> CniError> Retry<'_, F> {
+    /// The answer, or the non-transient failure for the caller to judge; a timeout or a
+    /// transient failure with no time left for another try is an error.
+    async fn call<T, Fut>(
+        &mut self,
+        method: &str,
+        call: impl Fn() -> Fut,
+    ) -> Result<std::result::Result<tonic::Response<T>, tonic::Status>>
+    where
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, call()).await {
+                Err(_) => return Err((self.timed_out)()),
+                Ok(Err(s)) if transient(&s) && Instant::now() + self.backoff < self.deadline => {
+                    tracing::debug!(
+                        "pod-resources {method}: {:?} {}; retrying in {:?}",
+                        s.code(),
+                        s.message(),
+                        self.backoff
+                    );
+                    tokio::time::sleep(self.backoff).await;
+                    self.backoff = (self.backoff * 2).min(Duration::from_secs(1));
                 }
-                map.finish();
-                return Ok(map);
+                Ok(Err(s)) if transient(&s) => return Err(grpc_error(self.socket, method, &s)),
+                Ok(answer) => return Ok(answer),
             }
-            Ok(Err(s)) if transient(&s) && Instant::now() + backoff < deadline => {
-                tracing::debug!("pod-resources List: {:?} {}; retrying in {backoff:?}", s.code(), s.message());
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-            Ok(Err(s)) => return Err(grpc_error(socket, "List", &s)),
         }
     }
 }
@@ -154,7 +172,7 @@ impl ResourceMap {
 pub async fn probe(socket: &Path, budget: Duration) -> Result<usize> {
     let mut client = client(socket)?;
     match tokio::time::timeout(budget, client.list(v1::ListPodResourcesRequest {})).await {
-        Err(_) => Err(CniError::new(code::TRY_AGAIN_LATER, format!("no answer within {budget:?}"))),
+        Err(_) => Err(WaitError::NoAnswer(budget).into()),
         Ok(Err(s)) => Err(grpc_error(socket, "List", &s)),
         Ok(Ok(resp)) => Ok(resp.into_inner().pod_resources.len()),
     }

@@ -8,7 +8,7 @@
 
 use super::status::{STATUS_WRITE_HINT, StatusWrite};
 use crate::config::MultusConf;
-use crate::error::{CniError, Result, code};
+use crate::error::{CniError, KubeError, Result};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::config::KubeConfigOptions;
@@ -45,13 +45,13 @@ pub struct Kube {
 
 /// The pod we set up was deleted and recreated under the same name meanwhile.
 fn replaced(namespace: &str, name: &str, uid: Option<&str>, why: &str) -> CniError {
-    CniError::new(
-        code::KUBERNETES,
-        format!(
-            "pod {namespace}/{name} with UID {:?} no longer exists (replaced by a pod of the same name): {why}",
-            uid.unwrap_or_default()
-        ),
-    )
+    KubeError::PodReplaced {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        uid: uid.unwrap_or_default().to_string(),
+        why: why.to_string(),
+    }
+    .into()
 }
 
 /// Refused connections, resets, timeouts and 429/5xx; not TLS, DNS, 401 or 403.
@@ -66,17 +66,13 @@ impl Kube {
         let mut cfg = if !conf.kubeconfig.is_empty() {
             // Bounded: non-blocking regular-file read, exec plugin killed at the deadline.
             let kc = super::kubeconfig::read(&conf.kubeconfig, deadline).await?;
-            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.map_err(|e| {
-                CniError::new(
-                    code::KUBERNETES,
-                    format!("failed to get context for the kubeconfig {}: {e}", conf.kubeconfig),
-                )
-            })?
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| KubeError::KubeconfigContext { path: conf.kubeconfig.clone(), why: e.to_string() })?
         } else if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
             && std::env::var_os("KUBERNETES_SERVICE_PORT").is_some()
         {
-            Config::incluster()
-                .map_err(|e| CniError::new(code::KUBERNETES, format!("in-cluster configuration: {e}")))?
+            Config::incluster().map_err(|e| KubeError::InCluster(e.to_string()))?
         } else {
             return Ok(None);
         };
@@ -93,7 +89,7 @@ impl Kube {
         }
         let server = cfg.cluster_url.to_string();
         let (client, early) = super::transport::client(&cfg, per_request, conf.limits().max_api_body_bytes)
-            .map_err(|e| CniError::new(code::KUBERNETES, format!("cannot build the Kubernetes client: {e}")))?;
+            .map_err(|e| KubeError::ClientBuild(e.to_string()))?;
         let status_hint = Some(std::path::Path::new(&conf.cni_dir).join(STATUS_WRITE_HINT));
         let brake = crate::brake::Brake::new(std::path::Path::new(&conf.cni_dir), conf.max_node_api_requests);
         Ok(Some(Kube {
@@ -113,6 +109,16 @@ impl Kube {
     /// write does not pay the TCP + TLS handshake after them.
     pub fn preconnect(&self) {
         self.early.start();
+    }
+
+    /// The kube client itself, for tools (`multus doctor`) that make calls of their own.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The API server's URL, as the kubeconfig names it.
+    pub fn server(&self) -> &str {
+        &self.server
     }
 
     pub fn remaining(&self) -> Duration {
@@ -139,13 +145,7 @@ impl Kube {
             attempts += 1;
             let remaining = self.remaining();
             if remaining.is_zero() {
-                return Err((
-                    CniError::new(
-                        code::TRY_AGAIN_LATER,
-                        format!("{what}: no answer from the API server within the budget"),
-                    ),
-                    None,
-                ));
+                return Err((KubeError::BudgetSpent { what: what.to_string() }.into(), None));
             }
             let permit = match &self.brake {
                 Some(brake) => Some(brake.acquire(self.deadline.get()).await.map_err(|e| (e, None))?),
@@ -176,13 +176,7 @@ impl Kube {
                 }
                 Err(_) => {
                     if self.remaining() <= backoff {
-                        return Err((
-                            CniError::new(
-                                code::TRY_AGAIN_LATER,
-                                format!("{what}: the API server did not answer in time"),
-                            ),
-                            None,
-                        ));
+                        return Err((KubeError::NoAnswer { what: what.to_string() }.into(), None));
                     }
                     tracing::warn!("{what}: API request timed out, retrying");
                 }
@@ -310,7 +304,7 @@ impl Kube {
                 Err(failed) => return Err(failed),
             }
         }
-        Err((CniError::new(code::TRY_AGAIN_LATER, format!("{what}: conflict after 5 attempts")), None))
+        Err((KubeError::Conflict { what: what.to_string() }.into(), None))
     }
 
     /// Create a core/v1 Event (best effort: the caller bounds it and logs failures).

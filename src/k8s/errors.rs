@@ -3,7 +3,7 @@
 //! returned at once: a bad CA or a revoked token does not heal by itself, and a kubelet
 //! told "try again later" retries forever without anyone seeing the cause).
 
-use crate::error::{CniError, code};
+use crate::error::{CniError, KubeError};
 
 /// The cause of a failed API call, from kube's error and its sources.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,8 +102,7 @@ impl Cause {
 /// message names the cause, code 11 only when waiting may help.
 pub fn api_error(what: &str, server: &str, e: &kube::Error) -> CniError {
     let cause = Cause::of(e);
-    let code = if cause.is_transient() { code::TRY_AGAIN_LATER } else { code::KUBERNETES };
-    let msg = match (&cause, e) {
+    let message = match (&cause, e) {
         (Cause::Refused, _) => {
             format!("{what}: connection refused by {server} (is the API server up at that address?)")
         }
@@ -130,12 +129,13 @@ pub fn api_error(what: &str, server: &str, e: &kube::Error) -> CniError {
         (_, kube::Error::Api(s)) => format!("{what}: {} ({} {})", s.message, s.code, s.reason),
         (_, other) => format!("{what}: {other}"),
     };
-    CniError::new(code, msg)
+    KubeError::Api { message, transient: cause.is_transient() }.into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::code;
 
     fn api(code: u16, message: &str) -> kube::Error {
         kube::Error::Api(Box::new(

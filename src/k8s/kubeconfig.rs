@@ -9,7 +9,7 @@
 //!   the first request — on our current-thread runtime that blocks the very timer that
 //!   should end it, so a hanging plugin hung ADD and a cache-less DEL for ever.
 
-use crate::error::{CniError, Result, code};
+use crate::error::{KubeError, Result};
 use kube::config::{AuthInfo, ExecConfig, ExecInteractiveMode, Kubeconfig};
 use serde::Deserialize;
 use std::path::Path;
@@ -24,13 +24,12 @@ pub async fn read(path: &str, deadline: Instant) -> Result<Kubeconfig> {
         if crate::safefs::is_too_large(&e) {
             crate::limits::too_large(&format!("the kubeconfig {path}"), limit, "maxConfigFileBytes")
         } else {
-            CniError::new(code::KUBERNETES, format!("failed to read the kubeconfig {path}: {e}"))
+            KubeError::KubeconfigRead { path: path.to_string(), why: e.to_string() }.into()
         }
     })?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| CniError::new(code::KUBERNETES, format!("the kubeconfig {path} is not UTF-8")))?;
+    let text = String::from_utf8(bytes).map_err(|_| KubeError::KubeconfigNotUtf8 { path: path.to_string() })?;
     let mut kc = Kubeconfig::from_yaml(&text)
-        .map_err(|e| CniError::new(code::KUBERNETES, format!("failed to read the kubeconfig {path}: {e}")))?;
+        .map_err(|e| KubeError::KubeconfigRead { path: path.to_string(), why: e.to_string() })?;
     let user = kc
         .current_context
         .as_deref()
@@ -73,13 +72,9 @@ fn apply(auth: &mut AuthInfo, status: CredentialStatus) -> Result<()> {
     if let Some(k) = &status.client_key_data {
         v.insert("client-key-data".into(), b64(k).into());
     }
-    let secrets: AuthInfo = serde_json::from_value(v.into())
-        .map_err(|e| CniError::new(code::KUBERNETES, format!("exec credential plugin: {e}")))?;
+    let secrets: AuthInfo = serde_json::from_value(v.into()).map_err(|e| KubeError::ExecPlugin(e.to_string()))?;
     if secrets.token.is_none() && status.client_certificate_data.is_none() {
-        return Err(CniError::new(
-            code::KUBERNETES,
-            "exec credential plugin printed neither a token nor a certificate",
-        ));
+        return Err(KubeError::ExecPluginNoCredential.into());
     }
     auth.token = secrets.token.or(auth.token.take());
     if let Some(cert) = status.client_certificate_data {
@@ -92,10 +87,10 @@ fn apply(auth: &mut AuthInfo, status: CredentialStatus) -> Result<()> {
 /// Run the plugin as client-go does (non-interactive: we have no terminal), killed at
 /// `deadline`, its output read up to `limit` bytes.
 async fn run_exec_plugin(exec: &ExecConfig, deadline: Instant, limit: u64) -> Result<CredentialStatus> {
-    let err = |msg: String| CniError::new(code::KUBERNETES, format!("exec credential plugin: {msg}"));
+    let err = KubeError::ExecPlugin;
     let command = exec.command.as_deref().filter(|c| !c.is_empty()).ok_or_else(|| err("no command".into()))?;
     if exec.interactive_mode == Some(ExecInteractiveMode::Always) {
-        return Err(err("interactiveMode Always needs a terminal; a CNI plugin has none".into()));
+        return Err(err("interactiveMode Always needs a terminal; a CNI plugin has none".into()).into());
     }
     let mut cmd = tokio::process::Command::new(command);
     cmd.args(exec.args.iter().flatten());
@@ -129,14 +124,9 @@ async fn run_exec_plugin(exec: &ExecConfig, deadline: Instant, limit: u64) -> Re
     let budget = deadline.saturating_duration_since(Instant::now());
     let (out, status) = match tokio::time::timeout(budget, run).await {
         Err(_) => {
-            return Err(CniError::new(
-                code::TRY_AGAIN_LATER,
-                format!(
-                    "exec credential plugin {command} did not finish within the API budget ({budget:?}, apiTimeoutSeconds) and was killed"
-                ),
-            ));
+            return Err(KubeError::ExecPluginDeadline { command: command.to_string(), budget }.into());
         }
-        Ok(Err(e)) => return Err(err(format!("{command}: {e}"))),
+        Ok(Err(e)) => return Err(err(format!("{command}: {e}")).into()),
         Ok(Ok(v)) => v,
     };
     if out.len() as u64 > limit {
@@ -148,9 +138,9 @@ async fn run_exec_plugin(exec: &ExecConfig, deadline: Instant, limit: u64) -> Re
     }
     let Some(status) = status else { unreachable!("only over the limit") };
     if !status.success() {
-        return Err(err(format!("{command} failed: {status}")));
+        return Err(err(format!("{command} failed: {status}")).into());
     }
     let cred: Credential =
         serde_json::from_slice(&out).map_err(|e| err(format!("{command} printed no ExecCredential: {e}")))?;
-    cred.status.ok_or_else(|| err(format!("{command} printed an ExecCredential without status")))
+    Ok(cred.status.ok_or_else(|| err(format!("{command} printed an ExecCredential without status")))?)
 }

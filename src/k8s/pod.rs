@@ -4,7 +4,7 @@
 use super::client::Kube;
 use crate::cni::K8sArgs;
 use crate::config::MultusConf;
-use crate::error::{CniError, Result, code};
+use crate::error::{CniError, KubeError, Result};
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde_json::Value;
@@ -84,7 +84,7 @@ pub async fn lookup(conf: &MultusConf, kube: &Kube, k8s: &K8sArgs) -> Result<Pod
     let Some(pod) = kube
         .get_pod(&k8s.namespace, &k8s.name)
         .await
-        .map_err(|e| e.context(format!("{} error waiting for pod", k8s.tag())))?
+        .map_err(|e| e.context("error waiting for pod").about_pod_phrase())?
     else {
         return Ok(PodLookup::NotFound);
     };
@@ -92,10 +92,9 @@ pub async fn lookup(conf: &MultusConf, kube: &Kube, k8s: &K8sArgs) -> Result<Pod
     let uid = pod.metadata.uid.unwrap_or_default();
     let static_pod = is_static_pod(&annotations);
     if !k8s.uid.is_empty() && k8s.uid != uid && !static_pod {
-        return Err(CniError::new(
-            code::KUBERNETES,
-            format!("{} expected pod UID {:?} but got {:?} from Kube API", k8s.tag(), k8s.uid, uid),
-        ));
+        return Err(
+            CniError::from(KubeError::PodUidMismatch { expected: k8s.uid.clone(), got: uid }).about_pod_phrase()
+        );
     }
     Ok(PodLookup::Found(PodInfo {
         namespace: k8s.namespace.clone(),

@@ -416,56 +416,12 @@ fn parse_json_element(element: &Value) -> Result<NetworkSelection, Problem> {
         return Err(Problem::NotAnObject(json_kind(element)));
     };
     let fields = Fields(object);
-
-    let written_name = fields.string("name")?.ok_or(Problem::MissingName)?;
-    let (namespace, name) = split_qualified_name(&written_name, fields.string("namespace")?)?;
-    check_label("network name", &name)?;
-    if let Some(namespace) = &namespace {
-        check_label("namespace", namespace)?;
-    }
-
-    // `interface` wins; the pre-3.2 `interfaceRequest` is still read (and type-checked) as Go does.
-    let interface = fields.string("interface")?;
-    let legacy_interface = fields.string("interfaceRequest")?;
-    let interface = interface.or(legacy_interface);
-    if let Some(ifname) = &interface {
-        check_ifname(ifname).map_err(Problem::Interface)?;
-    }
-
-    let ips: Vec<String> = fields.get("ips")?.unwrap_or_default();
-    for ip in &ips {
-        check_ip_or_cidr(ip)?;
-    }
-
-    let mac = fields.string("mac")?;
-    if let Some(mac) = &mac {
-        hardware_addr_len(mac).ok_or_else(|| Problem::InvalidMac(mac.clone()))?;
-    }
-    // The spec wants an 8-byte GUID, but Go validates with net.ParseMAC (6, 8 or 20 octets) and
-    // a drop-in must not refuse what Go accepted; see the module documentation.
-    let infiniband_guid = fields.string("infiniband-guid")?;
-    if let Some(guid) = &infiniband_guid {
-        hardware_addr_len(guid).ok_or_else(|| Problem::InvalidGuid(guid.clone()))?;
-    }
-
-    let port_mappings: Option<Vec<Value>> = fields.get("portMappings")?;
-    if let Some(entries) = &port_mappings {
-        for (index, entry) in entries.iter().enumerate() {
-            check_port_mapping(entry).map_err(|reason| Problem::InvalidPortMapping { index, reason })?;
-        }
-    }
-
-    let bandwidth: Option<Map<String, Value>> = fields.get("bandwidth")?;
-    if let Some(bandwidth) = &bandwidth {
-        check_bandwidth(bandwidth).map_err(Problem::InvalidBandwidth)?;
-    }
-
-    // Go decodes these straight into []net.IP, so an invalid address fails the whole annotation.
-    let default_route = match fields.get::<Vec<String>>("default-route")? {
-        None => None,
-        Some(gateways) => Some(gateways.iter().map(|gateway| parse_gateway(gateway)).collect::<Result<Vec<_>, _>>()?),
-    };
-
+    // Checked in this order (the first problem is the one reported), as Go does.
+    let (namespace, name) = network_name(&fields)?;
+    let interface = interface(&fields)?;
+    let (ips, mac, infiniband_guid) = addresses(&fields)?;
+    let (port_mappings, bandwidth) = capabilities(&fields)?;
+    let default_route = default_route(&fields)?;
     Ok(NetworkSelection {
         name,
         namespace: namespace.unwrap_or_default(),
@@ -479,6 +435,75 @@ fn parse_json_element(element: &Value) -> Result<NetworkSelection, Problem> {
         default_route,
         device_id: fields.string("deviceID")?,
     })
+}
+
+fn network_name(fields: &Fields<'_>) -> Result<(Option<String>, String), Problem> {
+    let written_name = fields.string("name")?.ok_or(Problem::MissingName)?;
+    let (namespace, name) = split_qualified_name(&written_name, fields.string("namespace")?)?;
+    check_label("network name", &name)?;
+    if let Some(namespace) = &namespace {
+        check_label("namespace", namespace)?;
+    }
+    Ok((namespace, name))
+}
+
+/// `interface` wins; the pre-3.2 `interfaceRequest` is still read (and type-checked) as Go does.
+fn interface(fields: &Fields<'_>) -> Result<Option<String>, Problem> {
+    let interface = fields.string("interface")?;
+    let legacy_interface = fields.string("interfaceRequest")?;
+    let interface = interface.or(legacy_interface);
+    if let Some(ifname) = &interface {
+        check_ifname(ifname).map_err(Problem::Interface)?;
+    }
+    Ok(interface)
+}
+
+type Addresses = (Vec<String>, Option<String>, Option<String>);
+
+/// `ips`, `mac` and `infiniband-guid`.
+fn addresses(fields: &Fields<'_>) -> Result<Addresses, Problem> {
+    let ips: Vec<String> = fields.get("ips")?.unwrap_or_default();
+    for ip in &ips {
+        check_ip_or_cidr(ip)?;
+    }
+    let mac = fields.string("mac")?;
+    if let Some(mac) = &mac {
+        hardware_addr_len(mac).ok_or_else(|| Problem::InvalidMac(mac.clone()))?;
+    }
+    // The spec wants an 8-byte GUID, but Go validates with net.ParseMAC (6, 8 or 20 octets) and
+    // a drop-in must not refuse what Go accepted; see the module documentation.
+    let infiniband_guid = fields.string("infiniband-guid")?;
+    if let Some(guid) = &infiniband_guid {
+        hardware_addr_len(guid).ok_or_else(|| Problem::InvalidGuid(guid.clone()))?;
+    }
+    Ok((ips, mac, infiniband_guid))
+}
+
+type Capabilities = (Option<Vec<Value>>, Option<Map<String, Value>>);
+
+/// `portMappings` and `bandwidth`.
+fn capabilities(fields: &Fields<'_>) -> Result<Capabilities, Problem> {
+    let port_mappings: Option<Vec<Value>> = fields.get("portMappings")?;
+    if let Some(entries) = &port_mappings {
+        for (index, entry) in entries.iter().enumerate() {
+            check_port_mapping(entry).map_err(|reason| Problem::InvalidPortMapping { index, reason })?;
+        }
+    }
+    let bandwidth: Option<Map<String, Value>> = fields.get("bandwidth")?;
+    if let Some(bandwidth) = &bandwidth {
+        check_bandwidth(bandwidth).map_err(Problem::InvalidBandwidth)?;
+    }
+    Ok((port_mappings, bandwidth))
+}
+
+/// Go decodes these straight into []net.IP, so an invalid address fails the whole annotation.
+fn default_route(fields: &Fields<'_>) -> Result<Option<Vec<IpAddr>>, Problem> {
+    match fields.get::<Vec<String>>("default-route")? {
+        None => Ok(None),
+        Some(gateways) => {
+            Ok(Some(gateways.iter().map(|gateway| parse_gateway(gateway)).collect::<Result<Vec<_>, _>>()?))
+        }
+    }
 }
 
 /// Accept `ns/name` in JSON `name` (Go Multus #705), unless `namespace` says otherwise.

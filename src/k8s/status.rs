@@ -65,33 +65,38 @@ pub fn entries(
         default_route: default_route.iter().map(IpAddr::to_string).collect(),
         ..Default::default()
     };
-    let with_iface = |s: &mut NetworkStatus, i: &crate::cni::result::Interface| {
-        s.interface = i.name.clone();
-        s.mac = i.mac.clone().unwrap_or_default();
-        s.mtu = i.mtu.filter(|m| *m > 0);
-    };
+    let sandbox: Vec<usize> = result.sandbox_interfaces().map(|(i, _)| i).collect();
+    if result.interfaces.len() == 1 || sandbox.is_empty() {
+        return vec![single_entry(base, requested_ifname, master, result)];
+    }
+    per_interface_entries(base, master, result, &sandbox)
+}
+
+/// One entry for the whole result: one interface (named only when it is in the
+/// sandbox), or none in the sandbox (then the requested name, if any).
+fn single_entry(mut s: NetworkStatus, requested_ifname: &str, master: bool, result: &CniResult) -> NetworkStatus {
     if result.interfaces.len() == 1 {
-        let mut s = base;
         let iface = &result.interfaces[0];
         if iface.sandbox.as_deref().is_some_and(|x| !x.is_empty()) {
-            with_iface(&mut s, iface);
+            set_interface(&mut s, iface);
         }
-        s.ips = result.ips.iter().map(|ip| bare_ip(&ip.address)).collect();
-        s.default = master;
-        return vec![s];
+    } else if !requested_ifname.is_empty() {
+        s.interface = requested_ifname.to_string();
     }
-    let sandbox: Vec<usize> = result.sandbox_interfaces().map(|(i, _)| i).collect();
-    if sandbox.is_empty() {
-        let mut s = base;
-        s.ips = result.ips.iter().map(|ip| bare_ip(&ip.address)).collect();
-        s.default = master;
-        if !requested_ifname.is_empty() {
-            s.interface = requested_ifname.to_string();
-        }
-        return vec![s];
-    }
+    s.ips = result.ips.iter().map(|ip| bare_ip(&ip.address)).collect();
+    s.default = master;
+    s
+}
+
+/// One entry per sandbox interface, each with its IPs (an IP naming no interface
+/// belongs to the last one); the default is the one the first IP with a gateway names.
+fn per_interface_entries(
+    base: NetworkStatus,
+    master: bool,
+    result: &CniResult,
+    sandbox: &[usize],
+) -> Vec<NetworkStatus> {
     let last = *sandbox.last().unwrap_or(&0);
-    // The default interface: the one the first IP with a gateway points at.
     let default_idx = result
         .ips
         .iter()
@@ -103,7 +108,7 @@ pub fn entries(
         .iter()
         .map(|&idx| {
             let mut s = base.clone();
-            with_iface(&mut s, &result.interfaces[idx]);
+            set_interface(&mut s, &result.interfaces[idx]);
             s.ips = result
                 .ips
                 .iter()
@@ -114,6 +119,12 @@ pub fn entries(
             s
         })
         .collect()
+}
+
+fn set_interface(s: &mut NetworkStatus, i: &crate::cni::result::Interface) {
+    s.interface = i.name.clone();
+    s.mac = i.mac.clone().unwrap_or_default();
+    s.mtu = i.mtu.filter(|m| *m > 0);
 }
 
 /// The annotation value, formatted as Go Multus writes it: a list whose entries are

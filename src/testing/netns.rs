@@ -22,7 +22,6 @@ pub enum FakeCall {
     Links { netns: PathBuf },
     DefaultRoutes { netns: PathBuf },
     SetDefaultRoute { netns: PathBuf, ifname: String, gateway: IpAddr },
-    DeleteDefaultRoutes { netns: PathBuf, family: IpFamily },
 }
 
 #[derive(Debug, Default)]
@@ -90,22 +89,24 @@ impl FakeNetns {
             None => Err(NetnsError::NotFound { path: netns.display().to_string() }),
         }
     }
-}
 
-impl NetnsOps for FakeNetns {
-    async fn link(&self, netns: &Path, ifname: &str) -> Result<Option<LinkInfo>, NetnsError> {
+    /// The link named `ifname`, or `None` (recorded as a call, as the real reads are).
+    pub async fn link(&self, netns: &Path, ifname: &str) -> Result<Option<LinkInfo>, NetnsError> {
         let call = FakeCall::Link { netns: netns.to_owned(), ifname: ifname.to_owned() };
         self.call(netns, call, |namespace| Ok(namespace.links.iter().find(|link| link.name == ifname).cloned()))
     }
 
+    /// The namespace's default routes (recorded as a call).
+    pub async fn default_routes(&self, netns: &Path) -> Result<Vec<DefaultRoute>, NetnsError> {
+        let call = FakeCall::DefaultRoutes { netns: netns.to_owned() };
+        self.call(netns, call, |namespace| Ok(namespace.default_routes.clone()))
+    }
+}
+
+impl NetnsOps for FakeNetns {
     async fn links(&self, netns: &Path) -> Result<Vec<LinkInfo>, NetnsError> {
         let call = FakeCall::Links { netns: netns.to_owned() };
         self.call(netns, call, |namespace| Ok(namespace.links.clone()))
-    }
-
-    async fn default_routes(&self, netns: &Path) -> Result<Vec<DefaultRoute>, NetnsError> {
-        let call = FakeCall::DefaultRoutes { netns: netns.to_owned() };
-        self.call(netns, call, |namespace| Ok(namespace.default_routes.clone()))
     }
 
     async fn set_default_route(&self, netns: &Path, ifname: &str, gateway: IpAddr) -> Result<(), NetnsError> {
@@ -117,14 +118,6 @@ impl NetnsOps for FakeNetns {
             let family = IpFamily::of(gateway);
             namespace.default_routes.retain(|route| route.family != family);
             namespace.default_routes.push(DefaultRoute { ifname: ifname.to_owned(), gateway: Some(gateway), family });
-            Ok(())
-        })
-    }
-
-    async fn delete_default_routes(&self, netns: &Path, family: IpFamily) -> Result<(), NetnsError> {
-        let call = FakeCall::DeleteDefaultRoutes { netns: netns.to_owned(), family };
-        self.call(netns, call, |namespace| {
-            namespace.default_routes.retain(|route| route.family != family);
             Ok(())
         })
     }

@@ -2,13 +2,19 @@
 
 use super::*;
 
-/// Kubeconfig, then GET /version. `Some(client)` only when the API answered.
+/// Kubeconfig, then GET /version, with the client the plugin builds ([`Kube::connect`]).
+/// `Some(client)` only when the API answered.
 pub(crate) async fn check_api(report: &mut Report, conf: &MultusConf, wait: Duration) -> Option<Client> {
-    let mut cfg = match kube_config(conf).await {
-        Ok(Some((cfg, source))) => {
-            let server = cfg.cluster_url.to_string();
-            report.push(Check::ok("kubeconfig", format!("{source}: server {}", server.trim_end_matches('/'))));
-            cfg
+    if let Err(check) = check_kubeconfig_file(conf) {
+        report.push(check);
+        return None;
+    }
+    let kube = match Kube::connect(conf, wait).await {
+        Ok(Some(kube)) => {
+            let source =
+                if conf.kubeconfig.is_empty() { "in-cluster service account" } else { conf.kubeconfig.as_str() };
+            report.push(Check::ok("kubeconfig", format!("{source}: server {}", kube.server().trim_end_matches('/'))));
+            kube
         }
         Ok(None) => {
             report.push(Check::warn(
@@ -18,28 +24,17 @@ pub(crate) async fn check_api(report: &mut Report, conf: &MultusConf, wait: Dura
             ));
             return None;
         }
-        Err(check) => {
-            report.push(check);
-            return None;
-        }
-    };
-    // As Kube::connect: our own deadlines, no kube-side retries that outlive them.
-    cfg.connect_timeout = Some(wait);
-    cfg.read_timeout = Some(wait);
-    cfg.write_timeout = Some(wait);
-    cfg.default_retry = false;
-    let url = cfg.cluster_url.to_string().trim_end_matches('/').to_string();
-    let client = match Client::try_from(cfg) {
-        Ok(client) => client,
         Err(e) => {
             report.push(Check::fail(
-                "api server",
-                format!("cannot build a client: {}", chain(&e)),
-                "check the kubeconfig's cluster and user entries",
+                "kubeconfig",
+                e.msg,
+                "the current context must name a cluster with a server and a user with credentials",
             ));
             return None;
         }
     };
+    let url = kube.server().trim_end_matches('/').to_string();
+    let client = kube.client().clone();
     let started = Instant::now();
     match deadline(wait, client.apiserver_version()).await {
         Ok(info) => {
@@ -72,50 +67,28 @@ pub(crate) fn api_hint(error: &str, url: &str) -> String {
     )
 }
 
-/// The client config the plugin would build: from `kubeconfig`, else in-cluster, else none.
-pub(crate) async fn kube_config(conf: &MultusConf) -> Result<Option<(Config, String)>, Check> {
-    let check = "kubeconfig";
+/// What a person can fix before the plugin's own reading of the kubeconfig: the file
+/// missing (the DaemonSet writes it) or unreadable (not root).
+fn check_kubeconfig_file(conf: &MultusConf) -> Result<(), Check> {
     if conf.kubeconfig.is_empty() {
-        if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
-            && std::env::var_os("KUBERNETES_SERVICE_PORT").is_some()
-        {
-            return Config::incluster().map(|c| Some((c, "in-cluster service account".to_string()))).map_err(|e| {
-                Check::fail(
-                    check,
-                    format!("in-cluster configuration: {}", chain(&e)),
-                    "set \"kubeconfig\" in the config",
-                )
-            });
-        }
-        return Ok(None);
+        return Ok(());
     }
     let path = Path::new(&conf.kubeconfig);
     if !path.exists() {
         return Err(Check::fail(
-            check,
+            "kubeconfig",
             format!("{} does not exist", path.display()),
             "the Multus DaemonSet writes it when its pod starts on this node: is the kube-multus-ds pod running here?",
         ));
     }
-    // Unreadable (not root?) is not the same problem as unparsable.
     if let Err(e) = std::fs::File::open(path) {
-        return Err(Check::fail(check, format!("cannot read {}: {e}", path.display()), "run the doctor as root"));
+        return Err(Check::fail(
+            "kubeconfig",
+            format!("cannot read {}: {e}", path.display()),
+            "run the doctor as root",
+        ));
     }
-    let kc = Kubeconfig::read_from(path).map_err(|e| {
-        Check::fail(
-            check,
-            format!("{} does not parse: {}", path.display(), chain(&e)),
-            "it must be a kubeconfig (YAML)",
-        )
-    })?;
-    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.map_err(|e| {
-        Check::fail(
-            check,
-            format!("{}: {}", path.display(), chain(&e)),
-            "the current context must name a cluster with a server and a user with credentials",
-        )
-    })?;
-    Ok(Some((cfg, path.display().to_string())))
+    Ok(())
 }
 
 /// One permission the plugin needs (reference §1.15).

@@ -10,12 +10,12 @@
 use crate::cache;
 use crate::config::MultusConf;
 use crate::delegate::{BinaryExec, NetworkConfig, PluginExec};
+use crate::k8s::client::Kube;
 use crate::k8s::nad;
 use crate::netns::{IpFamily, LinkInfo, Netlink};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
