@@ -97,44 +97,49 @@ pub fn run(env: Result<CniEnv>, stdin: &[u8]) -> Output {
     let exec = BinaryExec::new(&conf.bin_dir, &env.path, conf.delegate_timeout());
     let inv = Invocation { conf, env, exec, netns: crate::netns::Netlink };
     let started = std::time::Instant::now();
-    let result = runtime.block_on(async {
-        // One invocation per container ID at a time on this node (see `lock`).
-        let lock = match inv.env.command {
-            Command::Add | Command::Del | Command::Check => {
-                crate::lock::acquire(&inv.cni_dir(), &inv.env.container_id, inv.conf.lock_timeout()).await?
-            }
-            _ => None,
-        };
-        let result = match inv.env.command {
-            Command::Add => add::add(&inv).await.map(Some),
-            Command::Del => del::del(&inv).await.map(|_| None),
-            Command::Check => check::check(&inv).await.map(|_| None),
-            Command::Status => status::status(&inv).await.map(|_| None),
-            Command::Gc => gc::gc(&inv).await.map(|_| None),
-            Command::Version => unreachable!("answered above"),
-        };
-        // No lock file outlives its invocation (waiters notice and retry).
-        if let Some(lock) = lock {
-            lock.finish();
-        }
-        result
-    });
+    let result = runtime.block_on(run_verb(&inv));
     // Everything the verb started has been awaited; what is left (idle blocking-pool
     // threads, an unused early connection) need not be joined before we exit.
     runtime.shutdown_background();
-    if !inv.conf.metrics_spool_dir.is_empty() {
-        let code = result.as_ref().err().map_or(0, |e| e.code);
-        let record = crate::spool::Record::of_process(inv.env.command.as_str(), code, started.elapsed());
-        crate::spool::write(
-            std::path::Path::new(&inv.conf.metrics_spool_dir),
-            inv.conf.metrics_spool_max_records,
-            &record,
-        );
-    }
+    record_metrics(&inv, &result, started.elapsed());
     match result {
         Ok(stdout) => Output { stdout, exit_code: 0 },
         Err(e) => Output::error(&e, &reply_version),
     }
+}
+
+/// The verb, under the per-container lock where it needs one.
+async fn run_verb(inv: &Invocation<BinaryExec, crate::netns::Netlink>) -> Result<Option<Value>> {
+    // One invocation per container ID at a time on this node (see `lock`).
+    let lock = match inv.env.command {
+        Command::Add | Command::Del | Command::Check => {
+            crate::lock::acquire(&inv.cni_dir(), &inv.env.container_id, inv.conf.lock_timeout()).await?
+        }
+        _ => None,
+    };
+    let result = match inv.env.command {
+        Command::Add => add::add(inv).await.map(Some),
+        Command::Del => del::del(inv).await.map(|_| None),
+        Command::Check => check::check(inv).await.map(|_| None),
+        Command::Status => status::status(inv).await.map(|_| None),
+        Command::Gc => gc::gc(inv).await.map(|_| None),
+        Command::Version => unreachable!("answered above"),
+    };
+    // No lock file outlives its invocation (waiters notice and retry).
+    if let Some(lock) = lock {
+        lock.finish();
+    }
+    result
+}
+
+/// This invocation's record for the node agent's metrics (`metricsSpoolDir`).
+fn record_metrics<E, N>(inv: &Invocation<E, N>, result: &Result<Option<Value>>, elapsed: std::time::Duration) {
+    if inv.conf.metrics_spool_dir.is_empty() {
+        return;
+    }
+    let code = result.as_ref().err().map_or(0, |e| e.code);
+    let record = crate::spool::Record::of_process(inv.env.command.as_str(), code, elapsed);
+    crate::spool::write(std::path::Path::new(&inv.conf.metrics_spool_dir), inv.conf.metrics_spool_max_records, &record);
 }
 
 /// The skel's rule (code 8): ADD, DEL and CHECK never operate on the plugin's own
