@@ -2,6 +2,7 @@
 # make bench-agent: the node agent's figures (issue 14) against the API stand-in; needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --locked --release --bin multus
+# The binary the image ships (static), not a dynamically linked variant of it.
+multus=$(bash scripts/shipped-binary.sh)
 cargo build --locked --release -p multus-bench
-exec target/release/agent-bench --multus target/release/multus --out target/bench-agent.json "$@"
+exec target/release/agent-bench --multus "$multus" --out target/bench-agent.json "$@"

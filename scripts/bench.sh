@@ -2,6 +2,7 @@
 # make bench: release build of the plugin, then the benchmark harness (crates/multus-bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --locked --release --bin multus
+# The binary the image ships (static), not a dynamically linked variant of it.
+multus=$(bash scripts/shipped-binary.sh)
 cargo build --locked --release -p multus-bench
-exec target/release/multus-bench --multus target/release/multus --out target/bench.json "$@"
+exec target/release/multus-bench --multus "$multus" --out target/bench.json "$@"

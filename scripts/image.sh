@@ -10,11 +10,7 @@ cd "$(dirname "$0")/.."
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 IMAGE=${IMAGE:-localhost/multus-rs:$version}
 OUT=${OUT:-target/multus-image.tar}
-host=$(rustc -vV | sed -n 's/^host: //p')
-# The binary is copied onto every node and executed there next to whatever glibc the
-# host has: link it statically. crt-static needs an explicit --target so that build
-# scripts and proc-macros stay dynamic.
-RUSTFLAGS="-C target-feature=+crt-static" nice cargo build --locked --release --bin multus --target "$host"
+binary=$(bash scripts/shipped-binary.sh)
 nice cargo build --locked -p cri-e2e --bin oci-image
 revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-target/debug/oci-image --binary "target/$host/release/multus" --name "$IMAGE" --out "$OUT" --revision "$revision"
+target/debug/oci-image --binary "$binary" --name "$IMAGE" --out "$OUT" --revision "$revision"

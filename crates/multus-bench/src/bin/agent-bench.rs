@@ -114,7 +114,7 @@ impl Drop for NetnsGuard {
 
 fn main() {
     let multus = PathBuf::from(arg("--multus").unwrap_or_else(|| "target/release/multus".into()));
-    let noop = multus.with_file_name("cni-noop");
+    let noop = std::env::current_exe().expect("exe").with_file_name("cni-noop");
     assert!(noop.exists(), "{} missing: cargo build --release -p multus-bench", noop.display());
     let iterations: usize = arg("--iterations").and_then(|s| s.parse().ok()).unwrap_or(30);
     let tmp = std::env::temp_dir().join(format!("multus-agent-bench-{}", std::process::id()));
