@@ -4,6 +4,8 @@
 //!   API requests by kind, blocking round trips (with 5 ms injected latency), and the
 //!   time multus adds over running the two delegates directly (cni-noop).
 //! * The same ADD without the agent (no mirror): for the scale model.
+//! * Where the time goes: the first ADD with its caches on a tmpfs (no fsyncs), and the
+//!   same two delegates as static delegates (no API, no mirror).
 //! * Agent: time to mirror 1,000 NADs, its RSS then, and NAD change → mirror latency.
 //! * A burst of 100 concurrent ADDs under `maxNodeApiRequests`: all succeed, the most
 //!   requests in flight at the stand-in.
@@ -183,6 +185,8 @@ fn main() {
         }
         c
     };
+    // A cniDir on a tmpfs, for the row that shows the cost of the disk's fsyncs.
+    let shm_cni = PathBuf::from(format!("/dev/shm/multus-agent-bench-{}", std::process::id()));
     let mut rows = Vec::new();
     for (label, c) in [
         ("runtime annotations + fresh mirror", conf(json!({"nadMirrorDir": mirror, "metricsSpoolDir": spool}))),
@@ -190,6 +194,21 @@ fn main() {
         ("API annotations, no agent", {
             let mut c = conf(json!({}));
             c.as_object_mut().unwrap().remove("runtimeConfig");
+            c
+        }),
+        // Where the time of the first row goes: without the disk's fsyncs, and without
+        // any API at all (the NAD's delegate listed as a second static delegate).
+        (
+            "runtime annotations + fresh mirror, caches on tmpfs *",
+            conf(json!({"nadMirrorDir": mirror, "metricsSpoolDir": spool, "cniDir": shm_cni})),
+        ),
+        ("no API: the same two delegates, static", {
+            let mut c = conf(json!({}));
+            let o = c.as_object_mut().unwrap();
+            for k in ["kubeconfig", "runtimeConfig", "capabilities"] {
+                o.remove(k);
+            }
+            c["delegates"] = json!([noop_conf("primary"), noop_conf("net-a")]);
             c
         }),
     ] {
@@ -216,6 +235,7 @@ fn main() {
             "blocking_round_trips": waves, "add_ms": with, "direct_ms": direct, "overhead_ms": with - direct}));
     }
     drop(agent);
+    let _ = std::fs::remove_dir_all(&shm_cni);
 
     // A burst of 100 concurrent ADDs under the brake (API annotations: 3+ requests each).
     const CAP: u32 = 4;
@@ -250,6 +270,7 @@ fn main() {
             r["overhead_ms"].as_f64().unwrap()
         );
     }
+    println!("(* = cniDir on a tmpfs: the same ADD without the disk's fsyncs)");
     println!();
     println!("| agent | value |");
     println!("|---|---|");
