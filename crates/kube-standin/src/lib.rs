@@ -27,6 +27,7 @@
 mod admin;
 mod api;
 mod files;
+mod request;
 mod server;
 mod state;
 mod tls;

@@ -58,6 +58,15 @@ impl Kind {
 
 type Key = (Kind, String, String);
 
+/// One change of a NAD, kept for watchers.
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    pub revision: u64,
+    pub kind: &'static str,
+    pub namespace: String,
+    pub object: Value,
+}
+
 #[derive(Default)]
 pub(crate) struct State {
     objects: BTreeMap<Key, Value>,
@@ -76,7 +85,7 @@ pub(crate) struct State {
     /// The id the next accepted connection gets (ids survive `clear_connections`).
     pub next_connection: u64,
     /// NAD changes for watchers (`watch.rs`), oldest first.
-    pub(crate) changes: Vec<crate::watch::Change>,
+    pub(crate) changes: Vec<Change>,
     /// Watches from a resourceVersion below this get 410 Gone.
     pub(crate) compacted: u64,
     /// API requests being served now, and the most ever at once.

@@ -15,31 +15,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::api::{ApiRequest, Route};
-use crate::state::{Kind, State};
+use crate::request::{ApiRequest, Route, param};
+use crate::state::{Change, Kind, State};
 use crate::status::Reply;
 
 /// The longest a watch request is held open without an event.
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(5);
-
-/// One change of a NAD, kept for watchers.
-#[derive(Debug, Clone)]
-pub(crate) struct Change {
-    pub revision: u64,
-    pub kind: &'static str,
-    pub namespace: String,
-    pub object: Value,
-}
-
-fn param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-}
-
-/// `?watch=true` (or `1`).
-pub(crate) fn is_watch(query: &str) -> bool {
-    matches!(param(query, "watch"), Some("true" | "1"))
-}
 
 fn namespace_of(req: &ApiRequest<'_>) -> Option<Option<String>> {
     match req.route {
@@ -140,6 +122,7 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::is_watch;
 
     #[test]
     fn query_parameters() {
