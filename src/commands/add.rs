@@ -38,7 +38,9 @@ async fn add_pod<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>, k8s: &K8sAr
     let kube = if k8s.has_pod() { Kube::connect(conf, conf.api_timeout()).await? } else { None };
     // Every ADD with a pod ends in the status write: its connection is made while the
     // mirror is read and the delegates run, not after them.
-    kube.as_ref().inspect(|kube| kube.preconnect());
+    if let Some(kube) = &kube {
+        kube.preconnect();
+    }
     let pod = match &kube {
         Some(kube) => match pod::lookup(conf, kube, k8s).await? {
             PodLookup::Found(p) => Some(p),
@@ -90,7 +92,10 @@ async fn finish<E: PluginExec, N: NetnsOps>(
         kube.start_phase();
     }
     // The last results still being written (fsync) and the status write overlap: both
-    // must succeed before the ADD does, neither waits for the other.
+    // must succeed before the ADD does, neither waits for the other. A cache write that
+    // fails after the status went out rolls the ADD back all the same: the pod's status
+    // then describes an undone ADD until the runtime's retry writes it again (the events
+    // have the same caveat).
     let published = async {
         match (kube, pod) {
             (Some(kube), Some(pod)) => publish(inv, kube, pod, plan, &results).await.map_err(CniError::about_pod),

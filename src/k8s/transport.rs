@@ -91,6 +91,7 @@ pub fn client(cfg: &Config, connect_timeout: Duration, max_body_bytes: u64) -> k
     let early = Preconnect {
         connector: https,
         server: cfg.cluster_url.clone(),
+        timeout: connect_timeout,
         started: Arc::default(),
         h2: Arc::default(),
         slot: Arc::default(),
@@ -139,6 +140,9 @@ type H2Sender = hyper::client::conn::http2::SendRequest<kube::client::Body>;
 pub struct Preconnect {
     connector: Connector,
     server: http::Uri,
+    /// How long the early connection may take, handshakes included; past it, requests
+    /// connect through the pool (a fresh attempt each retry).
+    timeout: Duration,
     /// Whether [`Preconnect::start`] was called.
     started: Arc<AtomicBool>,
     /// The early connection's HTTP/2 sender, once it is made (`None`: not HTTP/2, or failed).
@@ -164,7 +168,8 @@ impl Preconnect {
         if !self.started.load(Ordering::Acquire) {
             return None;
         }
-        let sender = self.h2.get_or_init(|| self.connect_early()).await.as_ref()?;
+        let early = || async { tokio::time::timeout(self.timeout, self.connect_early()).await.ok().flatten() };
+        let sender = self.h2.get_or_init(early).await.as_ref()?;
         (!sender.is_closed()).then(|| sender.clone())
     }
 
