@@ -67,6 +67,28 @@ fn connection_refused_names_the_address_and_is_transient() {
     assert!(msg.contains(&format!("connection refused by {server}/")), "{msg}");
 }
 
+/// A server that takes the TCP connection and then never answers the TLS handshake (a
+/// wedged apiserver or load balancer): the connection opened early, before the first
+/// request, is bounded like any other, and the ADD ends within its API budget.
+#[test]
+fn a_tls_handshake_that_never_completes_ends_within_the_budget() {
+    let standin = StandIn::start();
+    let dir = Dir::new("stalled-tls");
+    let ca = dir.0.join("standin-ca.crt");
+    std::fs::write(&ca, standin.ca_pem().expect("the stand-in serves HTTPS")).unwrap();
+    // Listening, so the kernel completes the TCP handshake; nobody ever reads or answers.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let started = std::time::Instant::now();
+    let (rc, code, msg) = add(&dir.0, &kubeconfig(&dir.0, &server, Some(&ca), "t"));
+    let took = started.elapsed();
+    assert_eq!((rc, code), (1, 11), "{msg}");
+    assert!(msg.contains("pod default/p"), "{msg}");
+    // apiTimeoutSeconds is 3: a generous bound, this is a deadline check, not a timing.
+    assert!(took < std::time::Duration::from_secs(20), "the ADD took {took:?}: {msg}");
+    drop(listener);
+}
+
 #[test]
 fn unresolvable_host_is_permanent() {
     let dir = Dir::new("dns");
