@@ -9,7 +9,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use tracing::level_filters::LevelFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
 
 /// Go Multus' level names (`panic` < `error` < `verbose` < `debug`), case-insensitive.
 /// Unset means `error`: Go's default, `panic`, hides every failure.
@@ -55,10 +59,46 @@ pub fn init(conf: &MultusConf) {
     };
     let _ = tracing_subscriber::fmt()
         .with_ansi(false)
-        .with_target(false)
         .with_max_level(lvl)
         .with_writer(writer)
+        .event_format(PodTagged)
         .try_init();
+}
+
+/// The span a verb runs its pod's work in (`commands::for_pod`); its one field, `tag`,
+/// is the pod's `[ns/name/uid]`.
+pub const POD_SPAN: &str = "pod";
+
+/// tracing's usual line, `<RFC 3339 time> <LEVEL> <message> <fields>`, with the pod's tag
+/// before the message when the event happens inside the verb's [`POD_SPAN`]: the tag is
+/// attached once per verb, not written by hand into every line.
+struct PodTagged;
+
+impl<S, N> FormatEvent<S, N> for PodTagged
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        tracing_subscriber::fmt::time::SystemTime.format_time(&mut writer)?;
+        write!(writer, " {:>5} ", event.metadata().level())?;
+        let pod = ctx.event_scope().and_then(|scope| scope.from_root().find(|span| span.name() == POD_SPAN));
+        if let Some(span) = pod {
+            let extensions = span.extensions();
+            if let Some(fields) = extensions.get::<FormattedFields<N>>() {
+                // The span's fields as formatted: `tag=[ns/name/uid]`.
+                let tag = fields.fields.strip_prefix("tag=").unwrap_or(&fields.fields);
+                write!(writer, "{tag} ")?;
+            }
+        }
+        ctx.format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
 }
 
 /// Open `logFile` for appending: never through a symlink (`/dev/stdout`,

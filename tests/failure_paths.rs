@@ -443,3 +443,32 @@ fn unconvertible_master_result_is_rolled_back() {
     );
     dir.assert_no_cache_files();
 }
+
+/// The pod's tag is attached once per verb (its log span), so every line the ADD logs for
+/// the pod carries it exactly once: the delegates that were added, the failure, the
+/// rollback, and the final error (whose message has it from the error itself).
+#[test]
+fn every_log_line_of_the_pod_carries_its_tag_once() {
+    require_root!();
+    let ns = Netns::new();
+    let dir = TestDir::new().with_fake();
+    let log = dir.tmp.path().join("multus.log");
+    let conf = dir.multus_conf(
+        "1.0.0",
+        three_fakes(&dir, failing_at(2, "fail7")),
+        json!({"logLevel": "verbose", "logFile": log, "logToStderr": false}),
+    );
+    Invocation::new("ADD", &cid(), &ns.path).run_json(&conf).err(7);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = logged.lines().collect();
+    for wanted in ["added eth0 (fa)", "added net1 (fb)", "error adding container to network \"fc\""] {
+        assert!(lines.iter().any(|l| l.contains(wanted)), "no line with {wanted:?}:\n{logged}");
+    }
+    for line in &lines {
+        assert_eq!(line.matches("[default/pod-1/uid-1").count(), 1, "the tag once per line: {line}\n{logged}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains(" INFO [default/pod-1/uid-1] added eth0 (fa) in ")),
+        "time, level, tag, message:\n{logged}"
+    );
+}

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 pub async fn add<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>) -> Result<Value> {
     inv.conf.require_networks()?;
     let k8s = inv.k8s_args()?;
-    super::tag_pod_errors(&k8s, add_pod(inv, &k8s).await)
+    super::for_pod(&k8s, add_pod(inv, &k8s)).await
 }
 
 async fn add_pod<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>, k8s: &K8sArgs) -> Result<Value> {
@@ -47,13 +47,13 @@ async fn add_pod<E: PluginExec, N: NetnsOps>(inv: &Invocation<E, N>, k8s: &K8sAr
             // As Go Multus: the pod is already gone (a racing deletion); succeed
             // without running anything so the runtime can tear the sandbox down.
             PodLookup::NotFound => {
-                tracing::warn!("{} pod not found in the API; returning an empty result", k8s.tag());
+                tracing::warn!("pod not found in the API; returning an empty result");
                 return pod_not_found_result(inv);
             }
         },
         None => None,
     };
-    let plan = plan_with_events(inv, kube.as_ref(), k8s, pod.as_ref()).await?;
+    let plan = plan_with_events(inv, kube.as_ref(), pod.as_ref()).await?;
     let attachments = &plan.attachments;
     validate_plan(inv, attachments).await?;
     let cid = &inv.env.container_id;
@@ -115,10 +115,9 @@ async fn finish<E: PluginExec, N: NetnsOps>(
 async fn plan_with_events<E: PluginExec, N>(
     inv: &Invocation<E, N>,
     kube: Option<&Kube>,
-    k8s: &K8sArgs,
     pod: Option<&PodInfo>,
 ) -> Result<Plan> {
-    match plan::plan(inv, kube, k8s, pod).await {
+    match plan::plan(inv, kube, pod).await {
         Ok(plan) => Ok(plan),
         Err(PlanError::NetworkUnavailable { message, error }) => {
             if let (Some(kube), Some(pod)) = (kube, pod) {
@@ -320,7 +319,7 @@ pub async fn run_delegates<E: PluginExec, N>(
         });
         match outcome {
             Ok(added) => {
-                tracing::info!("{} added {} ({}) in {:?}", k8s.tag(), d.ifname, d.name, started.elapsed());
+                tracing::info!("added {} ({}) in {:?}", d.ifname, d.name, started.elapsed());
                 let (dir, record) = (cni_dir.clone(), inv.result_record(d, &rt, &added.raw));
                 writes.0.push(tokio::task::spawn_blocking(move || {
                     cache::save_result(&dir, &record).map_err(CniError::about_pod)
@@ -374,13 +373,13 @@ pub async fn rollback<E: PluginExec, N>(
         let rt = inv.runtime_conf(k8s, d);
         let prev = results.get(j).map(|r| &r.raw);
         if let Err(e) = delegate::del_network(&inv.exec, &d.config, &rt, prev).await {
-            tracing::error!("{} rollback of {} ({}) failed: {}", k8s.tag(), d.ifname, d.name, e.msg);
+            tracing::error!("rollback of {} ({}) failed: {}", d.ifname, d.name, e.msg);
         }
         cache::remove_result(&cni_dir, d.config.name(), &inv.env.container_id, &d.ifname);
         crate::devices::remove_device_info(&inv.conf, &inv.env.container_id, d);
     }
     if let Err(e) = cache::remove_delegates(&cni_dir, &inv.env.container_id) {
-        tracing::error!("{} {}", k8s.tag(), e.msg);
+        tracing::error!("{}", e.msg);
     }
 }
 

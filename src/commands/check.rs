@@ -13,7 +13,7 @@ pub async fn check<E: PluginExec, N>(inv: &Invocation<E, N>) -> Result<()> {
     }
     inv.conf.require_networks()?;
     let k8s = inv.k8s_args()?;
-    super::tag_pod_errors(&k8s, check_pod(inv, &k8s).await)
+    super::for_pod(&k8s, check_pod(inv, &k8s)).await
 }
 
 async fn check_pod<E: PluginExec, N>(inv: &Invocation<E, N>, k8s: &K8sArgs) -> Result<()> {

@@ -19,7 +19,7 @@ use std::time::Duration;
 pub async fn del<E: PluginExec, N>(inv: &Invocation<E, N>) -> Result<()> {
     inv.conf.require_networks()?;
     let k8s = inv.k8s_args()?;
-    super::tag_pod_errors(&k8s, del_pod(inv, &k8s).await)
+    super::for_pod(&k8s, del_pod(inv, &k8s)).await
 }
 
 async fn del_pod<E: PluginExec, N>(inv: &Invocation<E, N>, k8s: &K8sArgs) -> Result<()> {
@@ -30,7 +30,7 @@ async fn del_pod<E: PluginExec, N>(inv: &Invocation<E, N>, k8s: &K8sArgs) -> Res
         Ok(None) => fallback_delegates(inv, k8s).await?,
         Err(e) => {
             // Go Multus returns success here and leaks every IP (#1087).
-            tracing::error!("{} {}; deleting what the results cache and the config know", k8s.tag(), e.msg);
+            tracing::error!("{}; deleting what the results cache and the config know", e.msg);
             fallback_delegates(inv, k8s).await?
         }
     };
@@ -48,13 +48,7 @@ async fn del_pod<E: PluginExec, N>(inv: &Invocation<E, N>, k8s: &K8sArgs) -> Res
         match deleted {
             Ok(()) => cache::remove_result(&cni_dir, d.config.name(), cid, &d.ifname),
             Err(e) if known == Known::Guessed => {
-                tracing::warn!(
-                    "{} DEL of {} ({}), which no cache records, failed: {}",
-                    k8s.tag(),
-                    d.ifname,
-                    d.name,
-                    e.msg
-                )
+                tracing::warn!("DEL of {} ({}), which no cache records, failed: {}", d.ifname, d.name, e.msg)
             }
             Err(e) => errors.push(e.context(format!("error deleting {} ({})", d.ifname, d.name)).about_pod_phrase()),
         }
@@ -92,14 +86,14 @@ pub async fn fallback_delegates<E: PluginExec, N>(
 ) -> Result<(Vec<Delegate>, Known)> {
     let from_results = cache::delegates_from_results(&inv.cni_dir(), &inv.env.container_id, &inv.env.ifname);
     if !from_results.is_empty() {
-        tracing::info!("{} deleting {} attachments found in the results cache", k8s.tag(), from_results.len());
+        tracing::info!("deleting {} attachments found in the results cache", from_results.len());
         return Ok((from_results, Known::Cached));
     }
     let ask_pod = k8s.has_pod() && !inv.env.netns.is_empty();
     let kube = if ask_pod {
         let budget = inv.conf.api_timeout().min(DEL_API_BUDGET);
         Kube::connect(&inv.conf, budget).await.unwrap_or_else(|e| {
-            tracing::warn!("{} no API client: {}", k8s.tag(), e.msg);
+            tracing::warn!("no API client: {}", e.msg);
             None
         })
     } else {
@@ -109,7 +103,7 @@ pub async fn fallback_delegates<E: PluginExec, N>(
         match from_api(inv, kube, k8s).await {
             Ok(Some(d)) => return Ok((d, Known::Guessed)),
             Ok(None) => {}
-            Err(e) => tracing::warn!("{} cannot rebuild the delegates from the API: {}", k8s.tag(), e.msg),
+            Err(e) => tracing::warn!("cannot rebuild the delegates from the API: {}", e.msg),
         }
     }
     if inv.conf.cluster_network.is_empty() {
@@ -117,11 +111,10 @@ pub async fn fallback_delegates<E: PluginExec, N>(
     }
     let (found, unresolved) = primary::node_networks(inv, kube.as_ref(), &inv.env.ifname, &k8s.namespace).await;
     for e in unresolved {
-        tracing::warn!("{} {}: its attachment, if any, is not deleted", k8s.tag(), e.msg);
+        tracing::warn!("{}: its attachment, if any, is not deleted", e.msg);
     }
     let mut found = found;
-    aux_chain::append(inv, &mut found)
-        .unwrap_or_else(|e| tracing::warn!("{} auxiliary chain not deleted: {}", k8s.tag(), e.msg));
+    aux_chain::append(inv, &mut found).unwrap_or_else(|e| tracing::warn!("auxiliary chain not deleted: {}", e.msg));
     Ok((found, Known::Guessed))
 }
 
@@ -132,6 +125,6 @@ async fn from_api<E: PluginExec, N>(
 ) -> Result<Option<Vec<Delegate>>> {
     let PodLookup::Found(pod) = pod::lookup(&inv.conf, kube, k8s).await? else { return Ok(None) };
     // No events on DEL (as Go Multus): the pod is going away.
-    let plan = super::plan::plan(inv, Some(kube), k8s, Some(&pod)).await?;
+    let plan = super::plan::plan(inv, Some(kube), Some(&pod)).await?;
     Ok(Some(plan.attachments.into_iter().map(|a| a.delegate).collect()))
 }

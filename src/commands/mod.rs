@@ -156,10 +156,15 @@ fn refuse_own_netns(env: &CniEnv) -> Result<()> {
     Ok(())
 }
 
-/// Where a verb that works on a pod returns: the errors marked as about the pod
-/// ([`CniError::about_pod`]) get its tag `[ns/name/uid]`, here and nowhere else.
-pub(crate) fn tag_pod_errors<T>(k8s: &K8sArgs, result: Result<T>) -> Result<T> {
-    result.map_err(|e| e.with_pod_tag(&k8s.tag()))
+/// A verb's work on the pod `k8s` names, which gets the pod's tag `[ns/name/uid]` here
+/// and nowhere else: every log line inside it (the `pod` span, printed by
+/// [`crate::logging`]) and the errors marked as about the pod ([`CniError::about_pod`]).
+pub(crate) async fn for_pod<T>(k8s: &K8sArgs, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    use tracing::Instrument;
+    let tag = k8s.tag();
+    // At ERROR level, so that the span exists whenever any line is logged at all.
+    let span = tracing::error_span!(crate::logging::POD_SPAN, tag = %tag);
+    work.instrument(span).await.map_err(|e| e.with_pod_tag(&tag))
 }
 
 /// One invocation's world: the config, the runtime's environment, and the effects

@@ -11,7 +11,6 @@
 //! [`PlanError::NetworkUnavailable`] and ADD records it on the pod.
 
 use super::Invocation;
-use crate::cni::K8sArgs;
 use crate::config::MultusConf;
 use crate::delegate::{Delegate, NetworkConfig, PluginExec};
 use crate::error::{CniError, KubeError, Result};
@@ -97,13 +96,12 @@ impl From<PlanError> for CniError {
 pub async fn plan<E: PluginExec, N>(
     inv: &Invocation<E, N>,
     kube: Option<&Kube>,
-    k8s: &K8sArgs,
     pod: Option<&PodInfo>,
 ) -> std::result::Result<Plan, PlanError> {
     let slots = slots(inv, kube.is_some(), pod)?;
     let fetched = fetch_networks(kube, &inv.conf, &slots).await.map_err(CniError::about_pod)?;
     let mut plan = build(inv, slots, fetched)?;
-    assign_devices(inv, kube, k8s, pod, &mut plan).await?;
+    assign_devices(inv, kube, pod, &mut plan).await?;
     // The auxiliary chain (auxiliaryCNIChainName) runs last, after every network.
     let mut delegates: Vec<Delegate> = Vec::new();
     super::aux_chain::append_to(inv, plan.attachments.len(), &mut delegates).map_err(CniError::about_pod)?;
@@ -121,7 +119,6 @@ pub async fn plan<E: PluginExec, N>(
 async fn assign_devices<E: PluginExec, N>(
     inv: &Invocation<E, N>,
     kube: Option<&Kube>,
-    k8s: &K8sArgs,
     pod: Option<&PodInfo>,
     plan: &mut Plan,
 ) -> Result<()> {
@@ -132,7 +129,7 @@ async fn assign_devices<E: PluginExec, N>(
         std::mem::take(&mut plan.attachments).into_iter().map(|a| (a.delegate, (a.default_route, a.resource))).unzip();
     let resources: Vec<Option<String>> = rest.iter().map(|(_, r)| r.clone()).collect();
     let cid = &inv.env.container_id;
-    let assigned = crate::devices::attach(&inv.conf, kube, k8s, pod, cid, &mut delegates, &resources, strict).await?;
+    let assigned = crate::devices::attach(&inv.conf, kube, pod, cid, &mut delegates, &resources, strict).await?;
     plan.attachments = delegates
         .into_iter()
         .zip(rest)

@@ -19,7 +19,6 @@ pub mod deviceinfo;
 pub mod inject;
 pub mod podresources;
 
-use crate::cni::K8sArgs;
 use crate::config::MultusConf;
 use crate::delegate::Delegate;
 use crate::error::{CniError, Result, WaitError};
@@ -128,11 +127,9 @@ pub type Assigned = Vec<Option<(String, String)>>;
 /// `strict` (ADD): a failed lookup or a missing device fails. Otherwise (a DEL rebuilding
 /// the list without a cache, when the kubelet may have released the devices already) the
 /// attachments go without a device, as in Go Multus, and are still deleted.
-#[allow(clippy::too_many_arguments)]
 pub async fn attach(
     conf: &MultusConf,
     kube: Option<&Kube>,
-    k8s: &K8sArgs,
     pod: Option<&PodInfo>,
     container_id: &str,
     delegates: &mut [Delegate],
@@ -146,7 +143,7 @@ pub async fn attach(
         let map = match lookup(conf, pod, budget).await {
             Ok(map) => map,
             Err(e) if !strict => {
-                tracing::warn!("{} devices unknown, attachments go without: {}", k8s.tag(), e.msg);
+                tracing::warn!("devices unknown, attachments go without: {}", e.msg);
                 ResourceMap::default()
             }
             Err(e) => return Err(e.about_pod()),
@@ -280,7 +277,6 @@ mod tests {
         )
         .unwrap();
         let pod = PodInfo { namespace: "ns".into(), name: "p".into(), uid: "u".into(), ..Default::default() };
-        let k8s = K8sArgs::default();
         let mut ds = vec![
             delegate("prim", "eth0", true),
             delegate("ns/a", "net1", false),
@@ -288,7 +284,7 @@ mod tests {
             delegate("ns/a", "net3", false),
         ];
         let res = [None, Some("r/a".to_string()), None, Some("r/a".to_string())];
-        let got = attach(&c, None, &k8s, Some(&pod), "cid", &mut ds, &res, true).await.unwrap();
+        let got = attach(&c, None, Some(&pod), "cid", &mut ds, &res, true).await.unwrap();
         assert_eq!(got[1], Some(("r/a".into(), "d1".into())));
         assert_eq!(got[3], Some(("r/a".into(), "d2".into())));
         assert_eq!(ds[1].capability_args["deviceID"], "d1");
@@ -303,19 +299,19 @@ mod tests {
         let mut three =
             vec![delegate("ns/a", "net1", false), delegate("ns/a", "net2", false), delegate("ns/a", "net3", false)];
         let res = [Some("r/a".to_string()), Some("r/a".to_string()), Some("r/a".to_string())];
-        let e = attach(&c, None, &k8s, Some(&pod), "cid", &mut three, &res, true).await.unwrap_err();
+        let e = attach(&c, None, Some(&pod), "cid", &mut three, &res, true).await.unwrap_err();
         assert_eq!(e.code, code::INVALID_CONFIG);
         assert!(e.msg.contains("allocated 2 (d1, d2)") && e.msg.contains("3 attachments"), "{}", e.msg);
 
         // Nothing named: no lookup at all (no socket, no checkpoint needed).
         std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
         let mut plain = vec![delegate("ns/b", "net1", false)];
-        attach(&c, None, &k8s, Some(&pod), "cid", &mut plain, &[None], true).await.unwrap();
-        let e = attach(&c, None, &k8s, Some(&pod), "cid", &mut plain, &[Some("r/a".into())], true).await.unwrap_err();
+        attach(&c, None, Some(&pod), "cid", &mut plain, &[None], true).await.unwrap();
+        let e = attach(&c, None, Some(&pod), "cid", &mut plain, &[Some("r/a".into())], true).await.unwrap_err();
         assert_eq!(e.code, code::TRY_AGAIN_LATER);
         assert!(e.msg.contains("podResourcesSocket") && e.msg.contains("kubeletCheckpointFile"), "{}", e.msg);
         // A cache-less DEL still deletes, without a device.
-        let got = attach(&c, None, &k8s, Some(&pod), "cid", &mut plain, &[Some("r/a".into())], false).await.unwrap();
+        let got = attach(&c, None, Some(&pod), "cid", &mut plain, &[Some("r/a".into())], false).await.unwrap();
         assert_eq!(got, vec![None]);
     }
 
