@@ -126,7 +126,7 @@ impl ContainerLock {
     /// Release the lock and remove its file, then the lock directory and cniDir when
     /// they are empty and this invocation made them: no lock file outlives its
     /// invocation, and a failed ADD leaves nothing on disk. A waiter that opened the
-    /// removed file notices (see [`Attempt::Vanished`]) and retries; `rmdir` only ever
+    /// removed file notices the file is gone and retries; `rmdir` only ever
     /// removes an empty directory, so a racing invocation loses nothing.
     pub fn finish(self) {
         let _ = self.dir.remove(&self.name);
