@@ -121,7 +121,7 @@ pub fn save_delegates<'a>(
     container_id: &str,
     delegates: impl IntoIterator<Item = &'a Delegate>,
 ) -> Result<()> {
-    write_delegates(cni_dir, container_id, &encode_delegates(container_id, delegates)?)
+    stage_delegates(cni_dir, container_id, &encode_delegates(container_id, delegates)?)?.commit()
 }
 
 /// The scratch record of `delegates`, refused (before any delegate runs) when DEL could
@@ -157,12 +157,7 @@ pub fn encode_delegates<'a>(container_id: &str, delegates: impl IntoIterator<Ite
     }
 }
 
-/// Write a scratch record made by [`encode_delegates`] (temp + fsync + rename + dir fsync).
-pub fn write_delegates(cni_dir: &Path, container_id: &str, encoded: &[u8]) -> Result<()> {
-    stage_delegates(cni_dir, container_id, encoded)?.commit()
-}
-
-/// The scratch record written to its temp file: a cniDir that cannot take it (read-only,
+/// The scratch record made by [`encode_delegates`] written to its temp file: a cniDir that cannot take it (read-only,
 /// full) fails here, before any delegate runs; [`StagedDelegates::commit`] (the fsyncs
 /// and the rename) may then run on a blocking thread while the first delegate does.
 pub fn stage_delegates(cni_dir: &Path, container_id: &str, encoded: &[u8]) -> Result<StagedDelegates> {
@@ -170,11 +165,10 @@ pub fn stage_delegates(cni_dir: &Path, container_id: &str, encoded: &[u8]) -> Re
         return Err(invalid_id(container_id));
     }
     let path = scratch_path(cni_dir, container_id);
-    let fail = |e| CniError::io(format!("error saving the delegates to {}", path.display()), e);
     let staged = safefs::Dir::create(cni_dir)
         .map_err(|e| CniError::io(format!("cannot create {}", cni_dir.display()), e))?
         .stage(container_id, encoded, 0o600)
-        .map_err(fail)?;
+        .map_err(|e| saving_failed(&path, e))?;
     Ok(StagedDelegates { staged, path })
 }
 
@@ -186,12 +180,14 @@ pub struct StagedDelegates {
 }
 
 impl StagedDelegates {
+    /// fsync, rename into place, fsync the directory.
     pub fn commit(self) -> Result<()> {
-        let path = self.path;
-        self.staged
-            .commit(true, true)
-            .map_err(|e| CniError::io(format!("error saving the delegates to {}", path.display()), e))
+        self.staged.commit(true, true).map_err(|e| saving_failed(&self.path, e))
     }
+}
+
+fn saving_failed(path: &Path, e: std::io::Error) -> CniError {
+    CniError::io(format!("error saving the delegates to {}", path.display()), e)
 }
 
 /// A writer that fails with `FileTooLarge` (its payload: the size reached) past `limit`.
