@@ -409,7 +409,13 @@ pub fn save_result(cni_dir: &Path, record: &CachedResult) -> Result<()> {
     if !valid_identity(&record.network_name, &record.container_id, &record.if_name) {
         return Err(CniError::invalid_config(format!("cannot cache a result under the name {name:?}")));
     }
-    let Some(dir) = open_results(cni_dir, true)? else { unreachable!("created") };
+    // Created just now, unless something else removed it in between: an error, not a panic.
+    let Some(dir) = open_results(cni_dir, true)? else {
+        return Err(CniError::io(
+            format!("cannot open {}", results_dir(cni_dir).display()),
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ));
+    };
     let data = serde_json::to_vec(record).map_err(IoError::from)?;
     // Content fsynced and renamed atomically, but no directory fsync: after a crash a
     // result is either whole or absent, and an absent one only means DEL runs without
