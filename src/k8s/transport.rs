@@ -93,6 +93,7 @@ pub fn client(cfg: &Config, connect_timeout: Duration, max_body_bytes: u64) -> k
         server: cfg.cluster_url.clone(),
         timeout: connect_timeout,
         started: Arc::default(),
+        requested: Arc::default(),
         h2: Arc::default(),
         slot: Arc::default(),
     };
@@ -107,6 +108,7 @@ pub fn client(cfg: &Config, connect_timeout: Duration, max_body_bytes: u64) -> k
     let pool = tower::service_fn(move |req: http::Request<kube::client::Body>| {
         let (pool, gate, early) = (pool.clone(), Arc::clone(&gate), preconnected.clone());
         async move {
+            early.requested.store(true, Ordering::Release);
             let response = match early.h2_sender().await {
                 Some(mut h2) => h2.send_request(req).await.map_err(BoxError::from)?,
                 None => {
@@ -145,6 +147,9 @@ pub struct Preconnect {
     timeout: Duration,
     /// Whether [`Preconnect::start`] was called.
     started: Arc<AtomicBool>,
+    /// Whether a request has gone out: the pool then has (or is making) the connection,
+    /// and a second, early one would cost a handshake for nothing.
+    requested: Arc<AtomicBool>,
     /// The early connection's HTTP/2 sender, once it is made (`None`: not HTTP/2, or failed).
     h2: Arc<tokio::sync::OnceCell<Option<H2Sender>>>,
     /// An early HTTP/1.1 connection, until the pool takes it.
@@ -153,9 +158,13 @@ pub struct Preconnect {
 
 impl Preconnect {
     /// Start connecting to the API server in the background (TCP, TLS, ALPN, and the
-    /// HTTP/2 handshake) unless already started. Needs a running tokio runtime; the
-    /// connection is made while the caller awaits something else (the delegates).
+    /// HTTP/2 handshake) unless already started or a request already went out. Needs a
+    /// running tokio runtime; the connection is made while the caller awaits something
+    /// else (the delegates).
     pub fn start(&self) {
+        if self.requested.load(Ordering::Acquire) {
+            return;
+        }
         if !self.started.swap(true, Ordering::AcqRel) {
             let early = self.clone();
             tokio::spawn(async move { early.h2_sender().await });
