@@ -210,7 +210,7 @@ fn run_case(file: &Path, case: &Value, dir: &TestDir, ns: &Netns, n: usize) -> R
         );
     }
     // nothing left behind
-    let cache = files_under(&dir.cni_dir);
+    let cache = container_cache_files(&dir.cni_dir);
     if !cache.is_empty() {
         problems.push(format!("cniDir holds {cache:?}"));
     }

@@ -523,7 +523,7 @@ fn del_with_both_caches_torn_rebuilds_from_the_api() {
     let conf = api_conf(&w, &api);
     let add = w.invocation("ADD");
     let r = w.add_ok(&add, &conf);
-    for f in files_under(&w.dir.cni_dir) {
+    for f in container_cache_files(&w.dir.cni_dir) {
         let p = w.dir.cni_dir.join(f);
         let data = std::fs::read(&p).unwrap();
         std::fs::write(&p, &data[..data.len() / 3]).unwrap();

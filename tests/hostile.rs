@@ -12,6 +12,7 @@
 
 mod support;
 
+use multus::lock::LOCK_FILE;
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -402,29 +403,28 @@ fn cache_cases() -> Vec<Case> {
             },
         },
         Case {
-            name: "ADD: the lock directory a symlink to outside is refused (code 5)",
+            name: "ADD: the lock file a directory is refused (code 5)",
+            expect: Expect::Code(5),
+            run: |w| {
+                std::fs::create_dir_all(w.dir.cni_dir.join(LOCK_FILE)).unwrap();
+                (w.inv("ADD"), w.conf("1.0.0", json!({})), no_check())
+            },
+        },
+        Case {
+            name: "ADD: the lock file a FIFO is refused without blocking (code 5)",
             expect: Expect::Code(5),
             run: |w| {
                 std::fs::create_dir_all(&w.dir.cni_dir).unwrap();
-                symlink(&w.outside, &w.dir.cni_dir.join(".locks"));
+                mkfifo(&w.dir.cni_dir.join(LOCK_FILE));
                 (w.inv("ADD"), w.conf("1.0.0", json!({})), no_check())
             },
         },
         Case {
-            name: "ADD: the container's lock file a FIFO is refused without blocking (code 5)",
+            name: "ADD: the lock file a symlink to the canary is refused (code 5)",
             expect: Expect::Code(5),
             run: |w| {
-                std::fs::create_dir_all(w.dir.cni_dir.join(".locks")).unwrap();
-                mkfifo(&w.dir.cni_dir.join(".locks").join(&w.cid));
-                (w.inv("ADD"), w.conf("1.0.0", json!({})), no_check())
-            },
-        },
-        Case {
-            name: "ADD: the container's lock file a symlink to the canary is refused (code 5)",
-            expect: Expect::Code(5),
-            run: |w| {
-                std::fs::create_dir_all(w.dir.cni_dir.join(".locks")).unwrap();
-                symlink(&w.canary, &w.dir.cni_dir.join(".locks").join(&w.cid));
+                std::fs::create_dir_all(&w.dir.cni_dir).unwrap();
+                symlink(&w.canary, &w.dir.cni_dir.join(LOCK_FILE));
                 (w.inv("ADD"), w.conf("1.0.0", json!({})), no_check())
             },
         },
@@ -543,7 +543,7 @@ fn cache_cases() -> Vec<Case> {
                         if !w.dir.calls().iter().any(|c| c.to_string().contains("stalenet")) {
                             return Err("the stale attachment was not DELeted".into());
                         }
-                        let left = files_under(&w.dir.cni_dir);
+                        let left = container_cache_files(&w.dir.cni_dir);
                         if left.is_empty() { Ok(()) } else { Err(format!("left {left:?}")) }
                     }),
                 )
@@ -895,19 +895,13 @@ fn log_file_same_inode_as_stdout() {
 // ---------------------------------------------------------------------------------------
 
 /// Hold the lock of `cid` in `cni_dir` from this test process (a concurrent invocation).
-fn hold_lock(cni_dir: &Path, cid: &str) -> nix::fcntl::Flock<std::fs::File> {
-    std::fs::create_dir_all(cni_dir.join(".locks")).unwrap();
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(cni_dir.join(".locks").join(cid))
-        .unwrap();
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap()
+fn hold_lock(cni_dir: &Path, cid: &str) -> multus::lock::ContainerLock {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(multus::lock::acquire(cni_dir, cid, Duration::ZERO)).unwrap().expect("a writable cniDir")
 }
 
 thread_local! {
-    static HELD: std::cell::RefCell<Option<nix::fcntl::Flock<std::fs::File>>> = const { std::cell::RefCell::new(None) };
+    static HELD: std::cell::RefCell<Option<multus::lock::ContainerLock>> = const { std::cell::RefCell::new(None) };
 }
 
 fn concurrency_cases() -> Vec<Case> {
@@ -979,7 +973,7 @@ fn concurrency_cases() -> Vec<Case> {
                     w.inv("DEL"),
                     conf,
                     check(|w, o| {
-                        let left = files_under(&w.dir.cni_dir);
+                        let left = container_cache_files(&w.dir.cni_dir);
                         if !left.is_empty() {
                             return Err(format!("left {left:?}"));
                         }
@@ -1044,7 +1038,7 @@ fn concurrency_cases() -> Vec<Case> {
                     w.inv("DEL"),
                     conf,
                     check(|w, _| {
-                        let left = files_under(&w.dir.cni_dir);
+                        let left = container_cache_files(&w.dir.cni_dir);
                         if left.is_empty() { Ok(()) } else { Err(format!("left {left:?}")) }
                     }),
                 )
@@ -1110,7 +1104,7 @@ fn simultaneous_adds_of_one_container() {
         assert!(w.dir.scratch_cache(&w.cid).exists(), "round {round}: the winner's cache is gone");
         w.inv("DEL").run_json(&conf).ok();
         assert!(w.ns.link("eth0").is_none());
-        assert!(files_under(&w.dir.cni_dir).is_empty(), "{:?}", files_under(&w.dir.cni_dir));
+        assert!(container_cache_files(&w.dir.cni_dir).is_empty(), "{:?}", container_cache_files(&w.dir.cni_dir));
         w.assert_untouched().unwrap();
     }
 }

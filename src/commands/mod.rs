@@ -125,7 +125,8 @@ async fn run_verb(inv: &Invocation<BinaryExec, crate::netns::Netlink>) -> Result
         Command::Gc => gc::gc(inv).await.map(|_| None),
         Command::Version => unreachable!("answered above"),
     };
-    // No lock file outlives its invocation (waiters notice and retry).
+    // Released now, not at exit: the metrics record below need not hold up the next
+    // invocation of this container.
     if let Some(lock) = lock {
         lock.finish();
     }

@@ -39,9 +39,11 @@ pub fn leases_by_network(data_dir: &Path) -> Vec<(String, Vec<String>)> {
 }
 
 /// Multus' own files left in `cni_dir` (scratch caches and results-cache entries),
-/// relative; the node's learnt status write method is node state, not a container's.
+/// relative; the node's learnt status write method and the node's one lock file are node
+/// state, not a container's.
 pub fn container_cache_files(cni_dir: &Path) -> Vec<String> {
-    files_under(cni_dir).into_iter().filter(|f| f != ".status-write-method").collect()
+    let node_state = [".status-write-method", multus::lock::LOCK_FILE];
+    files_under(cni_dir).into_iter().filter(|f| !node_state.contains(&f.as_str())).collect()
 }
 
 /// Every file under `dir` (recursively), relative, sorted; empty when `dir` is missing.

@@ -2,7 +2,7 @@
 //! ([`run_plugin`], or [`spawn_plugin`] to kill it mid-flight), the invocation builder,
 //! what a run produced, and the fake delegate's per-test world.
 
-use super::{PLUGIN_DIR, RUN_TIMEOUT, files_under};
+use super::{PLUGIN_DIR, RUN_TIMEOUT, container_cache_files};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -131,7 +131,7 @@ impl TestDir {
 
     /// Files in cniDir (scratch and results caches), relative.
     pub fn cache_files(&self) -> Vec<String> {
-        files_under(&self.cni_dir)
+        container_cache_files(&self.cni_dir)
     }
 
     /// Nothing left in cniDir.

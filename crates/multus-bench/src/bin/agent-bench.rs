@@ -10,6 +10,7 @@
 //! * A burst of 100 concurrent ADDs under `maxNodeApiRequests`: all succeed, the most
 //!   requests in flight at the stand-in.
 //!
+//! cniDir is on the disk, the mirror and the spool on a tmpfs, as on a node.
 //! Needs root (a netns for the ADDs). Prints a table; `--out FILE` writes JSON.
 
 use serde_json::{Value, json};
@@ -121,7 +122,12 @@ fn main() {
     let iterations: usize = arg("--iterations").and_then(|s| s.parse().ok()).unwrap_or(30);
     let tmp = std::env::temp_dir().join(format!("multus-agent-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    let (bin, mirror, cni, spool) = (tmp.join("bin"), tmp.join("mirror"), tmp.join("cni"), tmp.join("spool"));
+    // Where a node keeps them: cniDir on the node's disk (/var/lib/cni/multus), the mirror
+    // and the spool under /var/run/multus, the DaemonSet's hostPath, which is a tmpfs on
+    // every systemd host. This machine's /run is not one; /dev/shm is.
+    let run = PathBuf::from(format!("/dev/shm/multus-agent-bench-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&run);
+    let (bin, mirror, cni, spool) = (tmp.join("bin"), run.join("nads"), tmp.join("cni"), run.join("spool"));
     for d in [&bin, &mirror, &cni] {
         std::fs::create_dir_all(d).unwrap();
     }
@@ -291,4 +297,5 @@ fn main() {
         std::fs::write(out, serde_json::to_string_pretty(&report).unwrap()).unwrap();
     }
     let _ = std::fs::remove_dir_all(&tmp);
+    let _ = std::fs::remove_dir_all(&run);
 }
