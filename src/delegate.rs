@@ -9,12 +9,11 @@ use crate::cni::{CniResult, Command, Version};
 use crate::error::{CniError, DelegateError, ErrorList, Result};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 
 /// A delegate's network configuration: one plugin or a conflist, byte-exact.
 #[derive(Debug, Clone, PartialEq)]
@@ -301,44 +300,29 @@ impl PluginExec for BinaryExec {
     }
 }
 
+/// How long a delegate killed at its deadline may take to die before we answer: a SIGKILLed
+/// process is gone in microseconds unless it is stuck in the kernel (uninterruptible sleep),
+/// and then it is not worth more of the runtime's time.
+const KILLED_DELEGATE_EXIT: Duration = Duration::from_secs(1);
+
 impl BinaryExec {
-    /// The plugin's process: only what CNI defines in its environment, plus PATH
-    /// (plugins such as portmap exec iptables); killed when we die.
-    fn command(&self, path: &Path, command: Command, rt: &RuntimeConf) -> tokio::process::Command {
-        let cni_path = std::env::join_paths(&self.cni_path).unwrap_or_default();
-        let mut cmd = tokio::process::Command::new(path);
-        cmd.env_clear()
-            .env("CNI_COMMAND", command.as_str())
-            .env("CNI_CONTAINERID", &rt.container_id)
-            .env("CNI_NETNS", &rt.netns)
-            .env("CNI_IFNAME", &rt.ifname)
-            .env("CNI_ARGS", rt.cni_args_string())
-            .env("CNI_PATH", cni_path)
-            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        // A delegate must not outlive us. When the runtime kills `multus` at its own
-        // deadline (SIGKILL: no destructor runs, `kill_on_drop` cannot help), an orphaned
-        // delegate that finishes its ADD after the runtime's DEL would leave what it made
-        // (an interface, an IP) behind for good. The kernel kills it when we die.
-        let parent = std::process::id();
-        // SAFETY: only async-signal-safe syscalls (prctl, getppid) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
-                // We may have died between fork and prctl: then nobody will wait for it.
-                if nix::unistd::getppid().as_raw() as u32 != parent {
-                    return Err(std::io::Error::other("multus exited before the delegate started"));
-                }
-                Ok(())
-            });
-        }
-        cmd
+    /// The plugin's environment: only what CNI defines, plus PATH (plugins such as portmap
+    /// exec iptables).
+    fn environment(&self, command: Command, rt: &RuntimeConf) -> [(&'static str, OsString); 7] {
+        [
+            ("CNI_COMMAND", command.as_str().into()),
+            ("CNI_CONTAINERID", rt.container_id.as_str().into()),
+            ("CNI_NETNS", rt.netns.as_str().into()),
+            ("CNI_IFNAME", rt.ifname.as_str().into()),
+            ("CNI_ARGS", rt.cni_args_string().into()),
+            ("CNI_PATH", std::env::join_paths(&self.cni_path).unwrap_or_default()),
+            ("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into())),
+        ]
     }
 
-    /// Run the plugin to its end within the delegate timeout, feeding `stdin`.
+    /// Run the plugin to its end within the delegate timeout, feeding `stdin`. The plugin
+    /// is killed when we die (`spawn` gives it `PR_SET_PDEATHSIG`), at its deadline, and
+    /// when this future is dropped.
     async fn run(
         &self,
         path: &Path,
@@ -347,22 +331,16 @@ impl BinaryExec {
         stdin: &[u8],
         what: &str,
     ) -> std::result::Result<std::process::Output, DelegateError> {
-        let mut child = self.command(path, command, rt).spawn().map_err(|source| DelegateError::CannotExecute {
-            what: what.to_string(),
-            path: path.display().to_string(),
-            source,
+        let mut child = crate::spawn::spawn(path, self.environment(command, rt)).map_err(|source| {
+            DelegateError::CannotExecute { what: what.to_string(), path: path.display().to_string(), source }
         })?;
-        let mut child_stdin = child.stdin.take();
-        // Feed stdin while the plugin runs, so a large config never deadlocks on a full pipe.
-        let feed = async {
-            if let Some(w) = child_stdin.as_mut() {
-                let _ = w.write_all(stdin).await; // a plugin that exits early closes the pipe: not our error
+        match tokio::time::timeout(self.timeout, child.output(stdin)).await {
+            Err(_) => {
+                // Reaped before we answer when it dies in time; otherwise dropping the child
+                // leaves a zombie that outlives us only until we exit.
+                let _ = tokio::time::timeout(KILLED_DELEGATE_EXIT, child.kill()).await;
+                Err(DelegateError::Deadline { what: what.to_string(), after: self.timeout })
             }
-            drop(child_stdin);
-        };
-        let run = async { tokio::join!(feed, child.wait_with_output()).1 };
-        match tokio::time::timeout(self.timeout, run).await {
-            Err(_) => Err(DelegateError::Deadline { what: what.to_string(), after: self.timeout }),
             Ok(Err(source)) => Err(DelegateError::Wait { what: what.to_string(), source }),
             Ok(Ok(output)) => Ok(output),
         }
@@ -630,6 +608,30 @@ mod tests {
         assert_eq!(err.msg, "b broke");
         let dels: Vec<_> = exec.calls().into_iter().filter(|c| c.command == Command::Del).map(|c| c.plugin).collect();
         assert_eq!(dels, vec!["c", "b", "a"]);
+    }
+
+    #[tokio::test]
+    async fn a_delegate_past_its_deadline_is_killed_and_reaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let exec = BinaryExec::new("", &[], Duration::from_millis(500));
+        let script = format!("echo $$ > {}; exec sleep 30", pid_file.display());
+        let rt = RuntimeConf::default();
+        let error = exec.run(Path::new("/bin/sh"), Command::Add, &rt, script.as_bytes(), "sleeper").await.unwrap_err();
+        assert!(matches!(error, DelegateError::Deadline { .. }), "{error}");
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        assert!(!Path::new("/proc").join(pid.trim()).exists(), "{} is still there", pid.trim());
+    }
+
+    #[tokio::test]
+    async fn a_delegate_that_cannot_be_executed_says_why() {
+        let exec = BinaryExec::new("", &[], Duration::from_secs(5));
+        let rt = RuntimeConf::default();
+        let error = exec.run(Path::new("/nonexistent/bridge"), Command::Add, &rt, b"{}", "bridge").await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "bridge: cannot execute /nonexistent/bridge: No such file or directory (os error 2)"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod mirror;
 pub mod netns;
 pub mod passthru;
 pub mod safefs;
+pub mod spawn;
 pub mod spool;
 #[cfg(test)]
 pub mod testing;
