@@ -17,8 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often the spool is drained between scrapes (each scrape also drains it).
-const DRAIN_EVERY: Duration = Duration::from_secs(5);
+/// How often the spool is drained between scrapes (each scrape also drains it). Often:
+/// every plugin invocation lists the spool to hold `metricsSpoolMaxRecords`, so the
+/// records left waiting are paid for by every ADD (500 of them: +0.26 ms per ADD,
+/// measured), while a drain that finds nothing is one empty directory read.
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
 /// A spool temp file older than this belongs to a killed plugin.
 const STALE_TEMP: Duration = Duration::from_secs(60);
 
@@ -113,6 +116,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let agent = Arc::clone(&agent);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(DRAIN_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 agent.drain_spool();
