@@ -16,12 +16,13 @@
 //! identities, `tls-server-name`, `insecure-skip-tls-verify`. Authentication,
 //! extra headers and the base URI are kube's own layers.
 //!
-//! The one connection can be opened ahead of the first request ([`Preconnect::start`]):
-//! an ADD whose pod annotations came from the runtime and whose NADs came from the
-//! node agent's mirror has the status write as its only request, and without this its
-//! TCP + TLS + HTTP/2 handshakes would all wait until the delegates have finished. When
-//! that early connection speaks HTTP/2, requests go straight onto it, all at once (the
-//! status write with its events); otherwise it is handed to the pool.
+//! The one connection is opened by [`Preconnect::start`]: by the first request, or
+//! ahead of it. An ADD whose pod annotations came from the runtime and whose NADs came
+//! from the node agent's mirror has the status write as its only request; it opens the
+//! connection just before its first delegate, so that the TCP + TLS + HTTP/2 handshakes
+//! do not wait until the delegates have finished. When that connection speaks HTTP/2,
+//! requests go straight onto it, all at once (the NAD GETs of one ADD, the status write
+//! with its events); otherwise it is handed to the pool.
 //!
 //! Every response body is read through a `maxApiBodyBytes` cap ([`ApiBodyTooLarge`]): a
 //! hostile or broken server streaming an endless body ends the call, not the process.
@@ -93,22 +94,24 @@ pub fn client(cfg: &Config, connect_timeout: Duration, max_body_bytes: u64) -> k
         server: cfg.cluster_url.clone(),
         timeout: connect_timeout,
         started: Arc::default(),
-        requested: Arc::default(),
         h2: Arc::default(),
         slot: Arc::default(),
     };
     let pool = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(early.clone());
-    // Until a first request has been answered, the pool cannot know the server speaks
-    // HTTP/2 (ALPN is only learnt in the handshake), so requests sent together at the
-    // start (NAD GETs with runtime-passed annotations, the status write with events)
-    // would each open a connection and pay a handshake. Hold them until the first answer;
-    // after that they share its connection.
+    // The connection is made by `Preconnect` (started by the first request at the latest)
+    // and, when it speaks HTTP/2, every request goes onto it at once. Otherwise (HTTP/1.1,
+    // or the early connection failed) requests go through the pool, which cannot know the
+    // server speaks HTTP/2 before a first answer (ALPN is only learnt in the handshake):
+    // requests sent together would each open a connection and pay a handshake. Hold them
+    // until the first answer; after that they share its connection.
     let gate = Arc::new(FirstRequestGate::new());
     let preconnected = early.clone();
     let pool = tower::service_fn(move |req: http::Request<kube::client::Body>| {
         let (pool, gate, early) = (pool.clone(), Arc::clone(&gate), preconnected.clone());
         async move {
-            early.requested.store(true, Ordering::Release);
+            // The first request opens the one connection if nothing has yet: requests sent
+            // together then share it at once, without waiting for a first answer.
+            early.start();
             let response = match early.h2_sender().await {
                 Some(mut h2) => h2.send_request(req).await.map_err(BoxError::from)?,
                 None => {
@@ -147,9 +150,6 @@ pub struct Preconnect {
     timeout: Duration,
     /// Whether [`Preconnect::start`] was called.
     started: Arc<AtomicBool>,
-    /// Whether a request has gone out: the pool then has (or is making) the connection,
-    /// and a second, early one would cost a handshake for nothing.
-    requested: Arc<AtomicBool>,
     /// The early connection's HTTP/2 sender, once it is made (`None`: not HTTP/2, or failed).
     h2: Arc<tokio::sync::OnceCell<Option<H2Sender>>>,
     /// An early HTTP/1.1 connection, until the pool takes it.
@@ -158,13 +158,10 @@ pub struct Preconnect {
 
 impl Preconnect {
     /// Start connecting to the API server in the background (TCP, TLS, ALPN, and the
-    /// HTTP/2 handshake) unless already started or a request already went out. Needs a
+    /// HTTP/2 handshake) unless already started (by this or by a first request). Needs a
     /// running tokio runtime; the connection is made while the caller awaits something
     /// else (the delegates).
     pub fn start(&self) {
-        if self.requested.load(Ordering::Acquire) {
-            return;
-        }
         if !self.started.swap(true, Ordering::AcqRel) {
             let early = self.clone();
             tokio::spawn(async move { early.h2_sender().await });
