@@ -51,7 +51,7 @@ pub struct ContainerLock {
 /// within the non-negative range of `off_t` and clear of its very end. A stable hash, not
 /// std's `DefaultHasher`, whose output may change between Rust releases: two versions of
 /// this binary running side by side during an upgrade lock the same byte.
-pub fn offset_of(container_id: &str) -> i64 {
+fn offset_of(container_id: &str) -> i64 {
     let hash =
         container_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     (hash >> 2) as i64
