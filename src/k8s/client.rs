@@ -10,6 +10,7 @@ use super::status::{STATUS_WRITE_HINT, StatusWrite};
 use crate::config::MultusConf;
 use crate::error::{CniError, KubeError, Result};
 use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::Resource;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::config::KubeConfigOptions;
 use kube::{Api, Client, Config};
@@ -240,7 +241,8 @@ impl Kube {
         }
         let patch = serde_json::json!({ "metadata": metadata });
         let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
-        match self.retrying(&what, || api.patch(name, &params, &patch)).await {
+        let pods = kube::core::Request::new(Pod::url_path(&(), Some(namespace)));
+        match self.retrying(&what, || self.unread(pods.patch(name, &params, &patch))).await {
             Ok(_) => Ok(()),
             Err((_, Some(404))) => {
                 tracing::info!("pod {namespace}/{name} is gone; network status not written");
@@ -309,8 +311,22 @@ impl Kube {
 
     /// Create a core/v1 Event (best effort: the caller bounds it and logs failures).
     pub async fn create_event(&self, namespace: &str, event: &Event) -> Result<()> {
-        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+        let body = serde_json::to_vec(event).map_err(crate::error::IoError::from)?;
+        let events = kube::core::Request::new(Event::url_path(&(), Some(namespace)));
         let params = PostParams::default();
-        self.retrying("error creating event", || api.create(&params, event)).await.map(|_| ()).map_err(|(e, _)| e)
+        self.retrying("error creating event", || self.unread(events.create(&params, body.clone())))
+            .await
+            .map_err(|(e, _)| e)
+    }
+
+    /// Send a write whose answer (the whole object written) nobody reads: its body is
+    /// only checked to be JSON, not decoded into a typed object (a pod is kilobytes of
+    /// fields, on the ADD's last round trip).
+    async fn unread(
+        &self,
+        request: std::result::Result<http::Request<Vec<u8>>, kube::core::request::Error>,
+    ) -> std::result::Result<(), kube::Error> {
+        let request = request.map_err(kube::Error::BuildRequest)?;
+        self.client.request::<serde::de::IgnoredAny>(request).await.map(|_| ())
     }
 }
