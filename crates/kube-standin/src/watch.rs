@@ -23,9 +23,9 @@ use crate::status::Reply;
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(5);
 
-fn namespace_of(req: &ApiRequest<'_>) -> Option<Option<String>> {
+fn namespace_of<'a>(req: &ApiRequest<'a>) -> Option<Option<&'a str>> {
     match req.route {
-        Some(Route::Resource { kind: Kind::Nad, namespace, name: None, status: false }) => Some(namespace.clone()),
+        Some(Route::Resource { kind: Kind::Nad, namespace, name: None, status: false }) => Some(*namespace),
         _ => None,
     }
 }
@@ -47,7 +47,7 @@ pub(crate) async fn wait(state: &Arc<Mutex<State>>, req: &ApiRequest<'_>) {
     while Instant::now() < deadline {
         {
             let state = crate::lock(state);
-            if rv < state.compacted || state.next_change(rv, ns.as_deref()).is_some() {
+            if rv < state.compacted || state.next_change(rv, ns).is_some() {
                 return;
             }
         }
@@ -67,8 +67,8 @@ pub(crate) fn serve(state: &State, req: &ApiRequest<'_>) -> Reply {
             "message": message, "reason": "Expired", "code": 410});
         return Reply::ok(json!({"type": "ERROR", "object": status}));
     }
-    match state.next_change(rv, ns.as_deref()) {
-        Some(change) => Reply::ok(json!({"type": change.kind, "object": change.object})),
+    match state.next_change(rv, ns) {
+        Some(change) => Reply::ok(json!({"type": change.kind, "object": Value::clone(&change.object)})),
         None => {
             let info = Kind::Nad.info();
             let bookmark = json!({"kind": info.kind, "apiVersion": info.api_version,
@@ -86,10 +86,10 @@ impl State {
     }
 
     /// Record a NAD change for watchers.
-    pub(crate) fn log_change(&mut self, kind: &'static str, object: &Value) {
-        let revision = crate::state::meta_str(object, "resourceVersion").and_then(|rv| rv.parse().ok()).unwrap_or(0);
-        let namespace = crate::state::meta_str(object, "namespace").unwrap_or_default().to_owned();
-        self.changes.push(Change { revision, kind, namespace, object: object.clone() });
+    pub(crate) fn log_change(&mut self, kind: &'static str, object: Arc<Value>) {
+        let revision = crate::state::meta_str(&object, "resourceVersion").and_then(|rv| rv.parse().ok()).unwrap_or(0);
+        let namespace = crate::state::meta_str(&object, "namespace").unwrap_or_default().to_owned();
+        self.changes.push(Change { revision, kind, namespace, object });
     }
 
     /// Forget the watch history up to now, as etcd compaction does: a watch from an
