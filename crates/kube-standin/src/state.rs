@@ -94,6 +94,8 @@ pub(crate) struct State {
     pub(crate) changes: Vec<Change>,
     /// Watches from a resourceVersion below this get 410 Gone.
     pub(crate) compacted: u64,
+    /// Bumped whenever `changes` or `compacted` change, to wake held watches.
+    pub(crate) history_changed: tokio::sync::watch::Sender<()>,
     /// API requests being served now, and the most ever at once.
     pub(crate) in_flight: usize,
     pub(crate) max_in_flight: usize,
