@@ -1,5 +1,7 @@
 //! The Kubernetes REST surface: routing, RBAC/token checks and handlers.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value, json};
 
 pub(crate) use crate::request::{ApiRequest, Route, verb_with_query};
@@ -11,7 +13,7 @@ pub(crate) fn serve(state: &mut State, req: &ApiRequest<'_>) -> Reply {
     let reply = dispatch(state, req);
     match req.accept {
         Some(accept) if accept.contains("as=PartialObjectMetadata") && reply.code < 300 => {
-            Reply { code: reply.code, body: partial_metadata(reply.body) }
+            Reply { code: reply.code, body: Arc::new(partial_metadata(Arc::unwrap_or_clone(reply.body))) }
         }
         _ => reply,
     }
@@ -35,8 +37,9 @@ fn partial_metadata(mut body: Value) -> Value {
 }
 
 fn dispatch(state: &mut State, req: &ApiRequest<'_>) -> Reply {
+    // Compared in place: `authorization == "Bearer " + token` without building the string.
     if let Some(token) = &state.token
-        && req.authorization != Some(format!("Bearer {token}").as_str())
+        && req.authorization.and_then(|a| a.strip_prefix("Bearer ")) != Some(token.as_str())
     {
         return status::unauthorized();
     }
@@ -49,7 +52,7 @@ fn dispatch(state: &mut State, req: &ApiRequest<'_>) -> Reply {
             _ => status::method_not_allowed(),
         };
     };
-    let (kind, ns, name, status) = (*kind, namespace.as_deref(), name.as_deref(), *status);
+    let (kind, ns, name, status) = (*kind, *namespace, *name, *status);
     let resource = route.resource();
     if state.is_denied(req.verb, &resource) {
         let name = name.unwrap_or("");
@@ -73,9 +76,7 @@ fn dispatch(state: &mut State, req: &ApiRequest<'_>) -> Reply {
 /// What an injected `FaultAction::Status(code)` answers for this request.
 pub(crate) fn fault_reply(code: u16, req: &ApiRequest<'_>) -> Reply {
     let target = match req.route {
-        Some(Route::Resource { kind, namespace, name, .. }) => {
-            Some((kind.info(), namespace.as_deref(), name.as_deref().unwrap_or("")))
-        }
+        Some(Route::Resource { kind, namespace, name, .. }) => Some((kind.info(), *namespace, name.unwrap_or(""))),
         _ => None,
     };
     match (code, &target, req.route) {
@@ -100,7 +101,7 @@ fn version() -> Value {
 
 fn get(state: &State, kind: Kind, ns: &str, name: &str) -> Reply {
     match state.get(kind, ns, name) {
-        Some(obj) => Reply::ok(obj.clone()),
+        Some(obj) => Reply::ok(Arc::clone(obj)),
         None => status::not_found(&kind.info(), name),
     }
 }
@@ -148,7 +149,7 @@ fn patch(state: &mut State, kind: Kind, ns: &str, name: &str, status_subresource
     {
         return status::conflict_modified(&info, name);
     }
-    let mut patched = current.clone();
+    let mut patched = Value::clone(current);
     merge_patch(&mut patched, &patch);
     if let Err(reply) = check_identity(current, &patched, &info, name) {
         return reply;
@@ -180,7 +181,7 @@ fn update(state: &mut State, ns: &str, name: &str, status_subresource: bool, bod
     {
         return status::conflict_modified(&info, name);
     }
-    let mut updated = current.clone();
+    let mut updated = Value::clone(current);
     if let Err(reply) = check_identity(current, &incoming, &info, name) {
         return reply;
     }
@@ -228,8 +229,10 @@ fn store_update(state: &mut State, kind: Kind, ns: &str, name: &str, mut obj: Va
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert("resourceVersion".into(), rv.into());
     }
+    // The store and the reply share the new version.
+    let obj = Arc::new(obj);
     if let Some(slot) = state.get_mut(kind, ns, name) {
-        *slot = obj.clone();
+        *slot = Arc::clone(&obj);
     }
     Reply::ok(obj)
 }

@@ -358,7 +358,7 @@ impl StandIn {
 
     /// The current Pod object, if any.
     pub fn pod(&self, ns: &str, name: &str) -> Option<Value> {
-        self.lock().get(Kind::Pod, ns, name).cloned()
+        self.lock().get(Kind::Pod, ns, name).map(|pod| Value::clone(pod))
     }
 
     /// Every Event created through the API (core/v1 and events.k8s.io/v1),

@@ -27,6 +27,10 @@ use crate::{ConnectionRecord, FaultAction, RecordedRequest, admin, lock};
 
 type Shared = Arc<Mutex<State>>;
 
+/// HTTP/1.1 or HTTP/2 (by ALPN or preface): the same settings for every connection,
+/// made once per listener.
+type HttpBuilder = auto::Builder<TokioExecutor>;
+
 /// Accepts connections until `stop` fires (or its sender is dropped).
 pub(crate) async fn serve(
     listener: std::net::TcpListener,
@@ -41,12 +45,14 @@ pub(crate) async fn serve(
             return;
         }
     };
+    let builder = Arc::new(HttpBuilder::new(TokioExecutor::new()));
     loop {
         tokio::select! {
             _ = &mut stop => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tokio::spawn(serve_connection(stream, peer, Arc::clone(&state), tls.clone()));
+                    let builder = Arc::clone(&builder);
+                    tokio::spawn(serve_connection(stream, peer, Arc::clone(&state), tls.clone(), builder));
                 }
                 Err(err) => {
                     // E.g. out of file descriptors: back off instead of spinning.
@@ -85,7 +91,13 @@ struct Connection {
     reset: Notify,
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, state: Shared, tls: Option<TlsAcceptor>) {
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Shared,
+    tls: Option<TlsAcceptor>,
+    builder: Arc<HttpBuilder>,
+) {
     let _ = stream.set_nodelay(true);
     let id = {
         let mut state = lock(&state);
@@ -112,7 +124,6 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, state: Shared, tl
             async move { handle(&state, req, &connection).await }
         })
     };
-    let builder = auto::Builder::new(TokioExecutor::new());
     // Errors here are clients going away, failed handshakes, or a Reset fault:
     // nothing to report (a failed handshake shows as `tls_handshake: false`).
     let served = async {
@@ -123,7 +134,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, state: Shared, tl
             Some(acceptor) => {
                 let Ok(stream) = acceptor.accept(stream).await else { return };
                 let alpn = stream.get_ref().1.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
-                if let Some(record) = lock(&state).connections.iter_mut().find(|c| c.id == id) {
+                if let Some(record) = lock(&state).connection_mut(id) {
                     record.tls_handshake = true;
                     record.alpn = alpn;
                 }
@@ -167,18 +178,18 @@ async fn handle(
     };
     let (latency, fault) = {
         let mut state = lock(state);
-        if let Some(record) = state.connections.iter_mut().find(|c| c.id == connection.id) {
+        if let Some(record) = state.connection_mut(connection.id) {
             record.api_requests += 1;
         }
         state.requests.push(RecordedRequest {
             method: method.to_owned(),
             path: path.to_owned(),
-            query: parts.uri.query().unwrap_or("").to_owned(),
+            query: query.to_owned(),
             content_type: req.content_type.map(str::to_owned),
             authorization: req.authorization.map(str::to_owned),
             body: String::from_utf8_lossy(&body).into_owned(),
-            verb: verb.clone(),
-            resource: route.as_ref().map(Route::resource).unwrap_or_default(),
+            verb: String::from(verb.as_ref()),
+            resource: route.as_ref().map(|r| r.resource().into_owned()).unwrap_or_default(),
             arrived_us: now_us(),
             connection: connection.id,
         });
@@ -248,7 +259,7 @@ impl hyper::body::Body for EndlessBody {
 }
 
 fn respond(reply: Reply) -> Response<ApiBody> {
-    let body = serde_json::to_vec(&reply.body).unwrap_or_default();
+    let body = serde_json::to_vec(&*reply.body).unwrap_or_default();
     let mut response = Response::new(Either::Left(Full::new(Bytes::from(body))));
     *response.status_mut() =
         hyper::StatusCode::from_u16(reply.code).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);

@@ -1,6 +1,8 @@
 //! Replies, and `Status` bodies shaped exactly like the apiserver's
 //! (k8s.io/apimachinery/pkg/api/errors).
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value, json};
 
 use crate::state::KindInfo;
@@ -9,20 +11,21 @@ use crate::state::KindInfo;
 /// it appears in 403 messages like the real apiserver's.
 pub(crate) const USER: &str = "system:serviceaccount:kube-system:multus";
 
-/// An HTTP answer: status code and JSON body.
+/// An HTTP answer: status code and JSON body. The body is shared so that a stored
+/// object is answered without copying it.
 #[derive(Debug)]
 pub(crate) struct Reply {
     pub code: u16,
-    pub body: Value,
+    pub body: Arc<Value>,
 }
 
 impl Reply {
-    pub fn ok(body: Value) -> Reply {
-        Reply { code: 200, body }
+    pub fn ok(body: impl Into<Arc<Value>>) -> Reply {
+        Reply { code: 200, body: body.into() }
     }
 
-    pub fn created(body: Value) -> Reply {
-        Reply { code: 201, body }
+    pub fn created(body: impl Into<Arc<Value>>) -> Reply {
+        Reply { code: 201, body: body.into() }
     }
 }
 
@@ -71,7 +74,7 @@ fn failure_with_reason(code: u16, reason: &str, message: String, details: Option
         }
         map.insert("code".into(), code.into());
     }
-    Reply { code, body }
+    Reply { code, body: Arc::new(body) }
 }
 
 /// `StatusDetails` for a named object of a resource; empty fields are omitted.

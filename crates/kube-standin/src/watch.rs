@@ -8,10 +8,12 @@
 //! Each watch response carries ONE event and then ends, as a real watch does when its
 //! `timeoutSeconds` runs out: the client re-watches from the event's resourceVersion.
 //! With nothing newer, the request waits (up to `timeoutSeconds`, at most
-//! [`MAX_WAIT`]) and then answers a BOOKMARK at the current revision.
+//! [`MAX_WAIT`]) and then answers a BOOKMARK at the current revision. The wait sleeps
+//! until the NAD history changes (`State::history_changed`), not on a timer: a held
+//! watch costs nothing while nothing happens, as with a real apiserver.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -21,11 +23,10 @@ use crate::status::Reply;
 
 /// The longest a watch request is held open without an event.
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(2);
-const POLL: Duration = Duration::from_millis(5);
 
-fn namespace_of(req: &ApiRequest<'_>) -> Option<Option<String>> {
+fn namespace_of<'a>(req: &ApiRequest<'a>) -> Option<Option<&'a str>> {
     match req.route {
-        Some(Route::Resource { kind: Kind::Nad, namespace, name: None, status: false }) => Some(namespace.clone()),
+        Some(Route::Resource { kind: Kind::Nad, namespace, name: None, status: false }) => Some(*namespace),
         _ => None,
     }
 }
@@ -42,16 +43,24 @@ pub(crate) async fn wait(state: &Arc<Mutex<State>>, req: &ApiRequest<'_>) {
     }
     let Some(ns) = namespace_of(req) else { return };
     let timeout = param(req.query, "timeoutSeconds").and_then(|s| s.parse().ok()).map(Duration::from_secs);
-    let deadline = Instant::now() + timeout.unwrap_or(MAX_WAIT).min(MAX_WAIT);
+    let deadline = tokio::time::Instant::now() + timeout.unwrap_or(MAX_WAIT).min(MAX_WAIT);
     let rv = since(req.query);
-    while Instant::now() < deadline {
-        {
+    loop {
+        let mut changed = {
             let state = crate::lock(state);
-            if rv < state.compacted || state.next_change(rv, ns.as_deref()).is_some() {
+            if rv < state.compacted || state.next_change(rv, ns).is_some() {
                 return;
             }
+            // Subscribed under the lock every change is made under, so a change after
+            // this check is one the receiver has not seen: no wake-up is lost.
+            state.history_changed.subscribe()
+        };
+        // A change elsewhere (another namespace) wakes the wait too: look again.
+        match tokio::time::timeout_at(deadline, changed.changed()).await {
+            Ok(Ok(())) => {}
+            // Err(_) inside: the sender went with the state; nothing will change any more.
+            Ok(Err(_)) | Err(_) => return,
         }
-        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -67,8 +76,8 @@ pub(crate) fn serve(state: &State, req: &ApiRequest<'_>) -> Reply {
             "message": message, "reason": "Expired", "code": 410});
         return Reply::ok(json!({"type": "ERROR", "object": status}));
     }
-    match state.next_change(rv, ns.as_deref()) {
-        Some(change) => Reply::ok(json!({"type": change.kind, "object": change.object})),
+    match state.next_change(rv, ns) {
+        Some(change) => Reply::ok(json!({"type": change.kind, "object": Value::clone(&change.object)})),
         None => {
             let info = Kind::Nad.info();
             let bookmark = json!({"kind": info.kind, "apiVersion": info.api_version,
@@ -86,10 +95,11 @@ impl State {
     }
 
     /// Record a NAD change for watchers.
-    pub(crate) fn log_change(&mut self, kind: &'static str, object: &Value) {
-        let revision = crate::state::meta_str(object, "resourceVersion").and_then(|rv| rv.parse().ok()).unwrap_or(0);
-        let namespace = crate::state::meta_str(object, "namespace").unwrap_or_default().to_owned();
-        self.changes.push(Change { revision, kind, namespace, object: object.clone() });
+    pub(crate) fn log_change(&mut self, kind: &'static str, object: Arc<Value>) {
+        let revision = crate::state::meta_str(&object, "resourceVersion").and_then(|rv| rv.parse().ok()).unwrap_or(0);
+        let namespace = crate::state::meta_str(&object, "namespace").unwrap_or_default().to_owned();
+        self.changes.push(Change { revision, kind, namespace, object });
+        self.history_changed.send_replace(());
     }
 
     /// Forget the watch history up to now, as etcd compaction does: a watch from an
@@ -97,6 +107,7 @@ impl State {
     pub(crate) fn compact(&mut self) {
         self.compacted = self.current_resource_version().parse().unwrap_or(0);
         self.changes.clear();
+        self.history_changed.send_replace(());
     }
 }
 

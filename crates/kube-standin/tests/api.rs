@@ -493,3 +493,80 @@ fn faults_round_trip_through_serde() {
         assert_eq!(serde_json::from_value::<Fault>(serde_json::to_value(&fault).expect("ser")).expect("de"), fault);
     }
 }
+
+const NADS: &str = "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions";
+
+fn nad(ns: &str, name: &str) -> Value {
+    json!({"metadata": {"name": name, "namespace": ns}, "spec": {"config": "{}"}})
+}
+
+/// Starts a watch of `default`'s NADs from `from` on its own thread, and returns once
+/// the stand-in has it (it is recorded on arrival, just before it is held).
+fn held_watch(api: &StandIn, from: u64, timeout_seconds: u64) -> std::thread::JoinHandle<(Value, Duration)> {
+    let url = api.url();
+    let path = format!("{NADS}?watch=true&resourceVersion={from}&timeoutSeconds={timeout_seconds}");
+    let watcher = std::thread::spawn(move || {
+        let started = Instant::now();
+        let reply = get(&url, &path);
+        assert_eq!(reply.code, 200);
+        (reply.body, started.elapsed())
+    });
+    let arrived = Instant::now();
+    while !api.requests().iter().any(|r| r.verb == "watch") {
+        assert!(arrived.elapsed() < TIMEOUT, "the watch never arrived");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    watcher
+}
+
+#[test]
+fn a_held_watch_answers_the_next_change_in_its_namespace() {
+    let api = StandIn::start_with(Transport::Http);
+    api.add_nad(nad("default", "a"));
+    let from = rv(&get(&api.url(), NADS).body);
+    let watcher = held_watch(&api, from, 2);
+    std::thread::sleep(Duration::from_millis(50));
+    // Another namespace's change wakes the wait but is not this watch's event.
+    api.add_nad(nad("blue", "elsewhere"));
+    std::thread::sleep(Duration::from_millis(50));
+    api.add_nad(nad("default", "b"));
+    let (event, took) = watcher.join().expect("watcher");
+    assert_eq!(event["type"], "ADDED", "{event}");
+    assert_eq!(event["object"]["metadata"]["name"], "b");
+    assert!(took < Duration::from_millis(1900), "answered at the change, not at the timeout: {took:?}");
+}
+
+#[test]
+fn a_watch_with_nothing_newer_ends_with_a_bookmark_after_its_timeout() {
+    let api = StandIn::start_with(Transport::Http);
+    api.add_nad(nad("default", "a"));
+    let from = rv(&get(&api.url(), NADS).body);
+    let (event, took) = held_watch(&api, from, 1).join().expect("watcher");
+    assert_eq!(event["type"], "BOOKMARK", "{event}");
+    assert_eq!(rv(&event["object"]), from);
+    assert!(took >= Duration::from_millis(900), "held for timeoutSeconds: {took:?}");
+
+    // A change before the watch arrives is answered at once.
+    api.add_nad(nad("default", "b"));
+    let started = Instant::now();
+    let event = get(&api.url(), &format!("{NADS}?watch=true&resourceVersion={from}&timeoutSeconds=2")).body;
+    assert_eq!((event["type"].as_str(), event["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("b")));
+    assert!(started.elapsed() < Duration::from_millis(1900));
+}
+
+#[test]
+fn compaction_answers_a_held_watch_with_410() {
+    let api = StandIn::start_with(Transport::Http);
+    api.add_nad(nad("default", "a"));
+    let from = rv(&get(&api.url(), NADS).body);
+    let watcher = held_watch(&api, from, 2);
+    std::thread::sleep(Duration::from_millis(50));
+    // A pod write moves the revision past the watch's without a NAD event; compacting
+    // there makes the watch's resourceVersion too old.
+    api.add_pod(json!({"metadata": {"name": "p"}}));
+    api.compact_watch_history();
+    let (event, took) = watcher.join().expect("watcher");
+    assert_eq!(event["type"], "ERROR", "{event}");
+    assert_eq!((event["object"]["code"].as_u64(), event["object"]["reason"].as_str()), (Some(410), Some("Expired")));
+    assert!(took < Duration::from_millis(1900), "answered at the compaction: {took:?}");
+}
