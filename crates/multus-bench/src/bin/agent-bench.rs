@@ -2,7 +2,8 @@
 //!
 //! * ADD with the pod's annotations from the runtime and a fresh NAD mirror, 1 NAD:
 //!   API requests by kind, blocking round trips (with 5 ms injected latency), and the
-//!   time multus adds over running the two delegates directly (cni-noop).
+//!   time multus adds over running the two delegates directly (cni-noop): the median
+//!   of `--iterations` (default 60) back-to-back pairs, in alternating order.
 //! * The same ADD without the agent (no mirror): for the scale model.
 //! * Where the time goes: the first ADD with its caches on a tmpfs (no fsyncs), and the
 //!   same two delegates as static delegates (no API, no mirror).
@@ -22,9 +23,14 @@ use std::time::{Duration, Instant};
 const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
 const LATENCY: Duration = Duration::from_millis(5);
 
-fn median(mut v: Vec<f64>) -> f64 {
+fn median(v: Vec<f64>) -> f64 {
+    quantile(v, 0.5)
+}
+
+/// The value at fraction `q` of the sorted samples (nearest rank).
+fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
 fn ms(d: Duration) -> f64 {
@@ -119,7 +125,7 @@ fn main() {
     let multus = PathBuf::from(arg("--multus").unwrap_or_else(|| "target/release/multus".into()));
     let noop = std::env::current_exe().expect("exe").with_file_name("cni-noop");
     assert!(noop.exists(), "{} missing: cargo build --release -p multus-bench", noop.display());
-    let iterations: usize = arg("--iterations").and_then(|s| s.parse().ok()).unwrap_or(30);
+    let iterations: usize = arg("--iterations").and_then(|s| s.parse().ok()).unwrap_or(60);
     let tmp = std::env::temp_dir().join(format!("multus-agent-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     // Where a node keeps them: cniDir on the node's disk (/var/lib/cni/multus), the mirror
@@ -227,18 +233,36 @@ fn main() {
         let (gets, patches, posts) = (count("GET"), count("PATCH"), count("POST"));
         let waves = round_trips(&reqs.iter().filter(|r| r.method != "POST").cloned().collect::<Vec<_>>());
         api.set_latency(Duration::ZERO);
-        // Time, without latency: multus vs the two delegates run directly.
+        // Time, without latency: multus vs the two delegates run directly, as pairs run
+        // back to back, in alternating order (what one leaves behind, such as the disk's
+        // writeback or the stand-in closing a connection, falls on both sides alike). The
+        // overhead is the median of the pairs' differences: this VM's speed drifts over
+        // seconds, and a pair sees the same speed on both sides.
         let mut with = Vec::new();
         let mut direct = Vec::new();
-        for i in 0..iterations {
-            with.push(ms(run_cni(&multus, &netns, &format!("bench-{i}"), &c).0));
+        let run_direct = || {
             let d0 = run_cni(&bin.join("cni-noop"), &netns, "d", &noop_conf("primary")).0;
             let d1 = run_cni(&bin.join("cni-noop"), &netns, "d", &noop_conf("net-a")).0;
-            direct.push(ms(d0 + d1));
+            ms(d0 + d1)
+        };
+        for i in 0..iterations {
+            let add = || ms(run_cni(&multus, &netns, &format!("bench-{i}"), &c).0);
+            let (a, d) = if i % 2 == 0 {
+                let a = add();
+                (a, run_direct())
+            } else {
+                let d = run_direct();
+                (add(), d)
+            };
+            with.push(a);
+            direct.push(d);
         }
-        let (with, direct) = (median(with), median(direct));
+        let overheads: Vec<f64> = with.iter().zip(&direct).map(|(a, d)| a - d).collect();
+        let (p25, p75) = (quantile(overheads.clone(), 0.25), quantile(overheads.clone(), 0.75));
         rows.push(json!({"mode": label, "gets": gets, "status_patches": patches, "event_posts": posts,
-            "blocking_round_trips": waves, "add_ms": with, "direct_ms": direct, "overhead_ms": with - direct}));
+            "blocking_round_trips": waves, "add_ms": median(with.clone()), "direct_ms": median(direct.clone()),
+            "overhead_ms": median(overheads), "overhead_p25_ms": p25, "overhead_p75_ms": p75,
+            "iterations": iterations}));
     }
     drop(agent);
     let _ = std::fs::remove_dir_all(&shm_cni);
@@ -260,12 +284,12 @@ fn main() {
     let max_in_flight = api.max_in_flight();
 
     println!(
-        "| ADD, 1 NAD | GETs | status writes | event POSTs | blocking round trips | ADD ms | direct ms | overhead ms |"
+        "| ADD, 1 NAD | GETs | status writes | event POSTs | blocking round trips | ADD ms | direct ms | overhead ms (p25–p75) |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} ({:.2}–{:.2}) |",
             r["mode"].as_str().unwrap(),
             r["gets"],
             r["status_patches"],
@@ -273,7 +297,9 @@ fn main() {
             r["blocking_round_trips"],
             r["add_ms"].as_f64().unwrap(),
             r["direct_ms"].as_f64().unwrap(),
-            r["overhead_ms"].as_f64().unwrap()
+            r["overhead_ms"].as_f64().unwrap(),
+            r["overhead_p25_ms"].as_f64().unwrap(),
+            r["overhead_p75_ms"].as_f64().unwrap()
         );
     }
     println!("(* = cniDir on a tmpfs: the same ADD without the disk's fsyncs)");
