@@ -95,6 +95,28 @@ fn round_trips(reqs: &[kube_standin::RecordedRequest]) -> usize {
     waves
 }
 
+/// What one cache write costs on the disk under `dir` right now: the median of 50
+/// writes of 600 bytes, each as the plugin writes its results (exclusive temp file,
+/// fsync, rename). The overhead rows move with it: this VM's disk is a file on a shared
+/// host, and its fsync latency changes from minute to minute.
+fn cache_write_ms(dir: &Path) -> f64 {
+    use std::os::unix::fs::OpenOptionsExt;
+    let times = (0..50)
+        .map(|i| {
+            let (tmp, name) = (dir.join(format!(".probe-{i}.tmp")), dir.join(format!("probe-{i}")));
+            let started = Instant::now();
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).unwrap();
+            f.write_all(&[b' '; 600]).unwrap();
+            f.sync_all().unwrap();
+            std::fs::rename(&tmp, &name).unwrap();
+            let took = ms(started.elapsed());
+            std::fs::remove_file(&name).unwrap();
+            took
+        })
+        .collect();
+    median(times)
+}
+
 fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < limit {
@@ -199,6 +221,7 @@ fn main() {
     };
     // A cniDir on a tmpfs, for the row that shows the cost of the disk's fsyncs.
     let shm_cni = PathBuf::from(format!("/dev/shm/multus-agent-bench-{}", std::process::id()));
+    let disk_before = cache_write_ms(&cni);
     let mut rows = Vec::new();
     for (label, c) in [
         ("runtime annotations + fresh mirror", conf(json!({"nadMirrorDir": mirror, "metricsSpoolDir": spool}))),
@@ -266,6 +289,7 @@ fn main() {
     }
     drop(agent);
     let _ = std::fs::remove_dir_all(&shm_cni);
+    let disk_after = cache_write_ms(&cni);
 
     // A burst of 100 concurrent ADDs under the brake (API annotations: 3+ requests each).
     const CAP: u32 = 4;
@@ -303,6 +327,9 @@ fn main() {
         );
     }
     println!("(* = cniDir on a tmpfs: the same ADD without the disk's fsyncs)");
+    println!(
+        "(one cache write on this disk, temp + fsync + rename, median of 50: {disk_before:.2} ms before the rows, {disk_after:.2} ms after)"
+    );
     println!();
     println!("| agent | value |");
     println!("|---|---|");
@@ -317,7 +344,7 @@ fn main() {
     println!(
         "| burst of 100 ADDs, maxNodeApiRequests={CAP} | {ok}/100 succeeded in {burst_s:.1} s, max {max_in_flight} requests in flight |"
     );
-    let report = json!({"add": rows, "agent": {"nads": entries, "sync_ms": sync_ms, "rss_kib": rss, "peak_rss_kib": hwm,
+    let report = json!({"add": rows, "cache_write_ms": [disk_before, disk_after], "agent": {"nads": entries, "sync_ms": sync_ms, "rss_kib": rss, "peak_rss_kib": hwm,
         "change_to_mirror_ms": change_ms}, "burst": {"adds": 100, "ok": ok, "cap": CAP, "max_in_flight": max_in_flight, "seconds": burst_s}});
     if let Some(out) = arg("--out") {
         std::fs::write(out, serde_json::to_string_pretty(&report).unwrap()).unwrap();
