@@ -167,7 +167,10 @@ fn main() {
 
     let api = kube_standin::StandIn::start();
     let kubeconfig = tmp.join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig, "bench-token").unwrap();
+    // The kubeconfig as `multus install` writes it on the node the agent runs on (JSON).
+    api.require_token(Some("bench-token"));
+    let ca = api.ca_pem().expect("the stand-in serves HTTPS").as_bytes();
+    write_private(&kubeconfig, &multus::tools::install::render_kubeconfig(&api.url(), "bench-token", Some(ca)));
     let noop_conf = |name: &str| json!({"cniVersion": "1.0.0", "name": name, "type": "cni-noop"});
     api.add_pod(json!({"metadata": {"name": "pod-1", "namespace": "default", "uid": "uid-1",
         "annotations": {NETWORKS: "net-a"}}, "spec": {"containers": [{"name": "c", "image": "pause"}]}}));
@@ -351,4 +354,11 @@ fn main() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
     let _ = std::fs::remove_dir_all(&run);
+}
+
+/// Write `text` to `path` with mode 0600 (a kubeconfig holds a token).
+fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).unwrap();
+    file.write_all(text.as_bytes()).unwrap();
 }
