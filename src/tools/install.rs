@@ -1157,6 +1157,9 @@ mod tests {
         let plain: Value = serde_saphyr::from_str(&text).unwrap();
         assert_eq!(plain["users"][0]["user"]["token"], "tok\"en");
         assert_eq!(kc.current_context.as_deref(), Some("multus-context"));
+        // JSON, so that the plugin takes its fast path (serde_json, not the YAML parser).
+        let json: kube::config::Kubeconfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_value(&json).unwrap(), serde_json::to_value(&kc).unwrap());
         let insecure = kube::config::Kubeconfig::from_yaml(&render_kubeconfig("https://h:1", "t", None)).unwrap();
         assert_eq!(insecure.clusters[0].cluster.as_ref().unwrap().insecure_skip_tls_verify, Some(true));
     }
